@@ -205,4 +205,5 @@ CASE_LIFECYCLE_COLUMNS: tuple[str, ...] = (
     "decided_at",
     "closed_at",
     "state_since",
+    "level_since",
 )

@@ -78,6 +78,7 @@ def initial_lifecycle(level: str, node: str, occurred_at: str) -> dict[str, Any]
         "decided_at": None,
         "closed_at": None,
         "state_since": occurred_at,
+        "level_since": occurred_at,
     }
 
 
@@ -141,6 +142,7 @@ def apply_transition(
             raise refuse("already_top_level", "the case is already at county level")
         new["level"] = NEXT_LEVEL[level]
         new["node"] = values["to_node"]
+        new["level_since"] = occurred_at
     elif action == A.ROUTE:
         new["node"] = values["to_node"]
     elif action == A.EXTEND:
