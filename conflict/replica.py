@@ -31,7 +31,7 @@ from typing import Any
 import sqlite_utils
 
 from conflict.digest import bucket_digests, op_digest
-from conflict.errors import OpIdReused, ReplicaDamaged, ReplicaError, translate_sqlite
+from conflict.errors import OpIdReused, ReplicaBusy, ReplicaDamaged, ReplicaError
 from conflict.fold import EntityFold, fold, sort_key
 from schema.entities import CASE_LIFECYCLE_COLUMNS, ENTITIES, EntitySpec
 from schema.ops import Op, canonical_json
@@ -69,6 +69,25 @@ def entity_columns(spec: EntitySpec) -> dict[str, type]:
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     spec.table: tuple(entity_columns(spec)) for spec in ENTITIES.values()
 }
+
+
+def translate_sqlite(exc: sqlite3.Error, path: str) -> ReplicaError:
+    """The one place where sqlite3 exceptions become ReplicaErrors, with a sentence for people."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "not a database" in text or "malformed" in text or "corrupt" in text
+    ):
+        return ReplicaDamaged(
+            f"数据库文件 {path} 已损坏或不是民情数据库，未做任何更改 (the database file {path} is damaged "
+            f"or is not a Minqing replica; it has not been changed). 请从备份恢复或联系 IT.",
+            details={"path": path, "sqlite": text},
+        )
+    if "locked" in text or "busy" in text:
+        return ReplicaBusy(
+            f"数据库 {path} 正被其他程序使用，请稍后再试 (in use by another program; try again)",
+            details={"path": path, "sqlite": text},
+        )
+    return ReplicaError(f"数据库出错 (database error on {path}): {text}", details={"path": path, "sqlite": text})
 
 
 def op_row(op: Op) -> tuple[Any, ...]:
@@ -132,7 +151,10 @@ class Replica:
     def _prepare(self, create: bool, synchronous: str) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" in tables:
-            row = self.conn.execute("SELECT value FROM meta WHERE key='replica_format'").fetchone()
+            try:
+                row = self.conn.execute("SELECT value FROM meta WHERE key='replica_format'").fetchone()
+            except sqlite3.OperationalError:
+                row = None
             if row is None or int(row[0]) != REPLICA_FORMAT:
                 raise ReplicaDamaged(
                     f"{self.path} has replica format {row and row[0]}, this program reads "
@@ -236,7 +258,7 @@ class Replica:
         for op in parsed:
             prev = batch.get(op.op_id)
             if prev is not None:
-                if prev != op:
+                if prev.content_key() != op.content_key():
                     raise OpIdReused(f"op id {op.op_id} used twice with different content")
                 result.duplicates += 1
             else:

@@ -45,7 +45,7 @@ MAX_PAYLOAD = 64 * 1024 * 1024  # after decompression
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 SUITE_NAME = "X25519-HKDF_SHA256-AES_128_GCM"
 HEADER_KEYS = ("v", "type", "sender", "recipient", "seq", "schema_version", "suite", "compression", "size")
-TYPES = ("changeset", "answer")
+TYPES = ("changeset", "answer", "request")
 
 
 class EnvelopeError(SchemaError):
@@ -173,17 +173,11 @@ def seal_changeset(cs: ChangeSet, *, signing_key: Ed25519PrivateKey, recipient: 
                 signing_key=signing_key, recipient=recipient)
 
 
-def open_changeset(
-    data: bytes,
-    *,
-    recipient_key: X25519PrivateKey,
-    sender_key: Callable[[str], Ed25519PublicKey | None],
-) -> tuple[ChangeSet, list[tuple[int, OpInvalid]]]:
-    """Open a change-set envelope: (the change set of its valid ops, (index, error) of bad ones).
+def changeset_from(sealed: Sealed) -> tuple[ChangeSet, list[tuple[int, OpInvalid]]]:
+    """The change set inside an opened envelope: (its valid ops, (index, error) of bad ones).
 
     One bad op never blocks the others: the caller quarantines the bad ones.
     """
-    sealed = open(data, recipient_key=recipient_key, sender_key=sender_key)
     p = sealed.payload
     if (
         sealed.header["type"] != "changeset"
@@ -197,3 +191,13 @@ def open_changeset(
     cs = ChangeSet(device=p["device"], seq=p["seq"], ops=tuple(good),
                    schema_version=version if isinstance(version, int) else SCHEMA_VERSION)
     return cs, bad
+
+
+def open_changeset(
+    data: bytes,
+    *,
+    recipient_key: X25519PrivateKey,
+    sender_key: Callable[[str], Ed25519PublicKey | None],
+) -> tuple[ChangeSet, list[tuple[int, OpInvalid]]]:
+    """Open a change-set envelope: (the change set of its valid ops, bad ops with errors)."""
+    return changeset_from(open(data, recipient_key=recipient_key, sender_key=sender_key))

@@ -20,8 +20,8 @@ from schema.errors import StampInvalid
 MS_DIGITS = 18
 COUNTER_DIGITS = 5
 MAX_COUNTER = 10**COUNTER_DIGITS - 1
-NODE_RE = re.compile(r"^[0-9a-z]{16}$")
-STAMP_RE = re.compile(r"^(\d{18})\.(\d{5})\.([0-9a-z]{16})$")
+NODE_RE = re.compile(r"[0-9a-z]{16}")
+STAMP_RE = re.compile(r"([0-9]{18})\.([0-9]{5})\.([0-9a-z]{16})")
 
 
 class Stamp(NamedTuple):
@@ -38,7 +38,7 @@ class Stamp(NamedTuple):
 def encode(ms: int, counter: int, node: str) -> str:
     if not (0 <= ms < 10**MS_DIGITS) or not (0 <= counter <= MAX_COUNTER):
         raise StampInvalid(f"stamp out of range: ms={ms} counter={counter}")
-    if not NODE_RE.match(node):
+    if not NODE_RE.fullmatch(node):
         raise StampInvalid(f"node id must be 16 characters of [0-9a-z], got {node!r}")
     return Stamp(ms, counter, node).encode()
 
@@ -47,11 +47,11 @@ def parse(text: object) -> Stamp:
     """Decode a stamp, or raise StampInvalid (code ``op.bad_stamp``)."""
     if not isinstance(text, str):
         raise StampInvalid(f"stamp must be text, got {type(text).__name__}")
-    m = STAMP_RE.match(text)
+    m = STAMP_RE.fullmatch(text)
     if m is None:
         raise StampInvalid(f"unparseable stamp {text[:60]!r}", details={"stamp": text[:60]})
     return Stamp(int(m.group(1)), int(m.group(2)), m.group(3))
 
 
 def is_stamp(text: object) -> bool:
-    return isinstance(text, str) and STAMP_RE.match(text) is not None
+    return isinstance(text, str) and STAMP_RE.fullmatch(text) is not None

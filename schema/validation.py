@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
@@ -34,9 +34,10 @@ from schema.errors import OpInvalid, OpsRejected
 from schema.ops import OP_FIELDS, SCHEMA_VERSION, Op
 from schema.stamp import NODE_RE, STAMP_RE
 
-HEX32 = re.compile(r"^[0-9a-f]{32}$")
+HEX32 = re.compile(r"[0-9a-f]{32}")
 SEALED_PREFIX = "enc1:"
-PHONE_RE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
+ID_RE = re.compile(r"[0-9]{15}|[0-9]{17}[0-9Xx]")
+PHONE_RE = re.compile(r"(1[3-9][0-9]{9}|0[0-9]{2,3}-?[0-9]{7,8})")
 
 # Our own messages, so that errors can be classified into codes without relying on
 # marshmallow's wording.
@@ -48,10 +49,10 @@ FIELD_MESSAGES = {"required": MSG_REQUIRED, "invalid": MSG_TYPE, "null": MSG_NUL
 
 
 def _id_checksum_ok(value: str) -> bool:
-    if len(value) == 15:
-        return value.isdigit()
-    if len(value) != 18 or not value[:17].isdigit():
+    if ID_RE.fullmatch(value) is None:
         return False
+    if len(value) == 15:
+        return True
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
     total = sum(int(c) * w for c, w in zip(value[:17], weights, strict=True))
     return "10X98765432"[total % 11] == value[17].upper()
@@ -95,7 +96,7 @@ def _plain_field(spec: FieldSpec, *, required: bool) -> fields.Field:
     kw: dict[str, Any] = {"required": required, "error_messages": FIELD_MESSAGES}
     lengths = validate.Length(min=1 if required else 0, max=spec.max_len)
     if spec.kind in ("str", "text"):
-        return fields.String(validate=lengths, **kw)
+        return fields.String(validate=validate.And(lengths, _not_sealed), **kw)
     if spec.kind == "int":
         return StrictInt(validate=validate.Range(spec.minimum, spec.maximum), **kw)
     if spec.kind == "bool":
@@ -110,17 +111,18 @@ def _plain_field(spec: FieldSpec, *, required: bool) -> fields.Field:
     if spec.kind == "idnum":
         return fields.String(
             validate=validate.And(
-                validate.Regexp(r"^(\d{15}|\d{17}[\dXx])$", error="身份证号格式无效 / bad ID format"),
+                _check(lambda v: ID_RE.fullmatch(v) is not None, "身份证号格式无效 / bad ID format"),
                 _check(_id_checksum_ok, "身份证号校验位不对 / ID checksum wrong"),
             ),
             **kw,
         )
     if spec.kind == "phone":
         return fields.String(
-            validate=validate.Regexp(PHONE_RE, error="电话号码无效 / invalid phone number"), **kw
+            validate=_check(lambda v: PHONE_RE.fullmatch(v) is not None, "电话号码无效 / invalid phone number"),
+            **kw,
         )
     if spec.kind == "ref":
-        return fields.String(validate=validate.Regexp(HEX32, error="无效编号 / bad id"), **kw)
+        return fields.String(validate=_check(_is_hex32, "无效编号 / bad id"), **kw)
     if spec.kind == "set":
         item = (
             fields.String(validate=validate.OneOf([m.value for m in spec.enum]))
@@ -129,6 +131,17 @@ def _plain_field(spec: FieldSpec, *, required: bool) -> fields.Field:
         )
         return fields.List(item, **kw)
     raise AssertionError(f"unknown field kind {spec.kind}")
+
+
+def _is_hex32(value: Any) -> bool:
+    return isinstance(value, str) and HEX32.fullmatch(value) is not None
+
+
+def _not_sealed(value: Any) -> Any:
+    """A sealed token where none may stand (a non-personal field, or on the server)."""
+    if isinstance(value, str) and value.startswith(SEALED_PREFIX):
+        raise ValidationError("此处不能是加密值 / a sealed token is not allowed here")
+    return value
 
 
 def _check(fn: Any, error: str) -> Any:
@@ -155,7 +168,7 @@ def _schema_class(name: str, declared: dict[str, fields.Field]) -> type[Schema]:
     return cls
 
 
-@lru_cache(maxsize=None)
+@cache
 def values_schema(entity: str, kind: str, allow_sealed: bool, keep_unknown: bool) -> Schema:
     """The marshmallow schema for the values of (entity, create|set)."""
     spec = ENTITIES[entity]
@@ -200,7 +213,7 @@ def _resolve_schema() -> Schema:
         "resolve",
         {
             "resolves": fields.List(
-                fields.String(validate=validate.Regexp(HEX32, error="无效编号 / bad op id")),
+                fields.String(validate=_check(_is_hex32, "无效编号 / bad op id")),
                 required=True,
                 validate=validate.Length(min=1, max=1000),
                 error_messages=FIELD_MESSAGES,
@@ -223,7 +236,7 @@ def _setop_schema(remove: bool) -> Schema:
     }
     if remove:
         declared["observed"] = fields.List(
-            fields.String(validate=validate.Regexp(HEX32, error="无效编号 / bad op id")),
+            fields.String(validate=_check(_is_hex32, "无效编号 / bad op id")),
             required=True,
             validate=validate.Length(max=10000),
             error_messages=FIELD_MESSAGES,
@@ -276,8 +289,12 @@ def _prefixed(errors: Any, prefix: str) -> dict[str, Any]:
     return out
 
 
-def _bad(code: str, message: str, **details: Any) -> OpInvalid:
-    return OpInvalid(message, code=code, details=details or None)
+def _bad(code: str, message: str, path: str, **context: Any) -> OpInvalid:
+    """An OpInvalid whose details name the field path, like marshmallow's: {path: [message]}."""
+    details: dict[str, Any] = {path: [message.split(": ", 1)[-1] if message.startswith("op ") else message]}
+    if context:
+        details["context"] = context
+    return OpInvalid(message, code=code, details=details)
 
 
 def _run(schema: Schema, data: Any, prefix: str, what: str) -> None:
@@ -306,13 +323,13 @@ def parse_op(data: Any, *, allow_sealed: bool = False) -> Op:
     if isinstance(data, Op):
         data = data.to_dict()
     if not isinstance(data, Mapping):
-        raise _bad("op.not_a_mapping", f"an op must be an object, got {type(data).__name__}")
+        raise _bad("op.not_a_mapping", f"an op must be an object, got {type(data).__name__}", "op")
     missing = [k for k in OP_FIELDS if k not in data]
     if missing:
-        raise _bad("op.missing_field", f"op lacks {', '.join(missing)}", missing=missing)
+        raise _bad("op.missing_field", f"op lacks {', '.join(missing)}", missing[0], missing=missing)
     extra = sorted(set(data) - set(OP_FIELDS))
     if extra:
-        raise _bad("op.unknown_op_field", f"op has unknown keys {extra}", unknown=extra)
+        raise _bad("op.unknown_op_field", f"op has unknown keys {extra}", str(extra[0])[:40], unknown=extra)
     op = Op(**{k: data[k] for k in OP_FIELDS})
     check_op(op, allow_sealed=allow_sealed)
     return op
@@ -323,36 +340,37 @@ def check_op(op: Op, *, allow_sealed: bool = False) -> None:
     where = f"op {str(op.op_id)[:40]!r}"
     for name in ("op_id", "entity_id", "case_id"):
         value = getattr(op, name)
-        if not isinstance(value, str) or not HEX32.match(value):
-            raise _bad("op.bad_id", f"{where}: {name} must be 32 lowercase hex", field=name)
-    if not isinstance(op.stamp, str) or not STAMP_RE.match(op.stamp):
-        raise _bad("op.bad_stamp", f"{where}: unparseable stamp", stamp=str(op.stamp)[:60])
-    if not isinstance(op.device, str) or not NODE_RE.match(op.device):
-        raise _bad("op.bad_id", f"{where}: device must be 16 chars of [0-9a-z]", field="device")
+        if not isinstance(value, str) or not HEX32.fullmatch(value):
+            raise _bad("op.bad_id", f"{where}: {name} must be 32 lowercase hex", name)
+    if not isinstance(op.stamp, str) or not STAMP_RE.fullmatch(op.stamp):
+        raise _bad("op.bad_stamp", f"{where}: unparseable stamp", "stamp", stamp=str(op.stamp)[:60])
+    if not isinstance(op.device, str) or not NODE_RE.fullmatch(op.device):
+        raise _bad("op.bad_id", f"{where}: device must be 16 chars of [0-9a-z]", "device")
     if op.stamp[25:] != op.device:
-        raise _bad("op.device_mismatch", f"{where}: the stamp's node is not the device")
+        raise _bad("op.device_mismatch", f"{where}: the stamp's node is not the device", "device")
     if not isinstance(op.author, str) or not 0 < len(op.author) <= 64:
-        raise _bad("op.bad_author", f"{where}: author must be 1-64 characters")
+        raise _bad("op.bad_author", f"{where}: author must be 1-64 characters", "author")
     if not _is_iso_with_offset(op.occurred_at):
-        raise _bad("op.bad_time", f"{where}: occurred_at must be ISO 8601 with an offset")
+        raise _bad("op.bad_time", f"{where}: occurred_at must be ISO 8601 with an offset", "occurred_at")
     version = op.schema_version
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise _bad("op.bad_version", f"{where}: schema_version must be a positive integer")
+        raise _bad("op.bad_version", f"{where}: schema_version must be a positive integer", "schema_version")
     spec = ENTITIES.get(op.entity) if isinstance(op.entity, str) else None
     if spec is None:
-        raise _bad("op.unknown_entity", f"{where}: unknown entity {str(op.entity)[:40]!r}")
+        raise _bad("op.unknown_entity", f"{where}: unknown entity {str(op.entity)[:40]!r}", "entity")
     if not isinstance(op.values, Mapping) or not isinstance(op.base, Mapping):
-        raise _bad("op.wrong_type", f"{where}: values and base must be objects")
+        raise _bad("op.wrong_type", f"{where}: values and base must be objects", "values")
     if (op.entity == "case") != (op.case_id == op.entity_id):
         raise _bad(
             "op.bad_case_id",
             f"{where}: case_id must equal entity_id for a case and differ for anything else",
+            "case_id",
         )
     keep_unknown = version > SCHEMA_VERSION
     kind = op.kind
     if kind in (OpKind.CREATE, OpKind.SET):
         if kind == OpKind.SET and not op.values:
-            raise _bad("op.missing_value", f"{where}: a set op must set at least one field")
+            raise _bad("op.missing_value", f"{where}: a set op must set at least one field", "values")
         if kind == OpKind.SET:
             for name in op.values:
                 fs = spec.field_map.get(name)
@@ -360,34 +378,34 @@ def check_op(op: Op, *, allow_sealed: bool = False) -> None:
                     raise _bad(
                         "op.not_settable",
                         f"{where}: {name} cannot be set (use a transition or add/remove)",
-                        field=f"values.{name}",
+                        f"values.{name}",
                     )
         _run(values_schema(op.entity, kind, allow_sealed, keep_unknown), op.values, "values", where)
         if kind == OpKind.SET:
             _check_base(op, where, set(op.values))
         elif op.base:
-            raise _bad("op.bad_base", f"{where}: a create op has no base")
+            raise _bad("op.bad_base", f"{where}: a create op has no base", "base")
         if op.entity == "mediation" and kind == OpKind.CREATE:
             _check_mediation(op, where)
     elif kind == OpKind.TRANSITION:
         if op.entity != "case":
-            raise _bad("op.kind_not_for_entity", f"{where}: only a case takes transitions")
+            raise _bad("op.kind_not_for_entity", f"{where}: only a case takes transitions", "kind")
         action = op.values.get("action")
-        if action not in lifecycle.TRANSITIONS:
+        if not isinstance(action, str) or action not in lifecycle.TRANSITIONS:
             raise _bad(
                 "op.unknown_action",
                 f"{where}: the state machine does not know action {str(action)[:40]!r}",
-                field="values.action",
+                "values.action",
             )
         _run(TRANSITION_SCHEMA, op.values, "values", where)
         if action in lifecycle.NEEDS_NODE and not op.values.get("to_node"):
-            raise _bad("op.missing_value", f"{where}: {action} needs to_node", field="values.to_node")
+            raise _bad("op.missing_value", f"{where}: {action} needs to_node", "values.to_node")
         if action in lifecycle.NEEDS_DECISION and not op.values.get("decision"):
             raise _bad(
-                "op.missing_value", f"{where}: {action} needs a decision", field="values.decision"
+                "op.missing_value", f"{where}: {action} needs a decision", "values.decision"
             )
         if op.base:
-            raise _bad("op.bad_base", f"{where}: a transition has no base")
+            raise _bad("op.bad_base", f"{where}: a transition has no base", "base")
     elif kind == OpKind.VOID:
         _run(VOID_SCHEMA, op.values, "values", where)
     elif kind == OpKind.RESOLVE:
@@ -397,10 +415,10 @@ def check_op(op: Op, *, allow_sealed: bool = False) -> None:
             fs = spec.field_map.get(name)
             if fs is None or fs.create_only or fs.kind == "set":
                 raise _bad(
-                    "op.unknown_field", f"{where}: cannot resolve field {name!r}", field="values.field"
+                    "op.unknown_field", f"{where}: cannot resolve field {name!r}", "values.field"
                 )
             if "value" not in op.values:
-                raise _bad("op.missing_value", f"{where}: resolve with a field needs a value")
+                raise _bad("op.missing_value", f"{where}: resolve with a field needs a value", "values.value")
             _run(
                 values_schema(op.entity, OpKind.SET, allow_sealed, keep_unknown),
                 {name: op.values["value"]},
@@ -409,7 +427,7 @@ def check_op(op: Op, *, allow_sealed: bool = False) -> None:
             )
             _check_base(op, where, {name})
         elif "value" in op.values or op.base:
-            raise _bad("op.bad_value", f"{where}: a value or base without a field")
+            raise _bad("op.bad_value", f"{where}: a value or base without a field", "values.field")
     elif kind in (OpKind.ADD, OpKind.REMOVE):
         _run(ADD_SCHEMA if kind == OpKind.ADD else REMOVE_SCHEMA, op.values, "values", where)
         fs = spec.field_map.get(op.values["field"])
@@ -417,18 +435,18 @@ def check_op(op: Op, *, allow_sealed: bool = False) -> None:
             raise _bad(
                 "op.unknown_field",
                 f"{where}: {op.values['field']!r} is not a set field of {op.entity}",
-                field="values.field",
+                "values.field",
             )
         if fs.enum is not None:
             bad = [i for i in op.values["items"] if i not in fs.enum.values()]
             if bad:
-                raise _bad("op.bad_value", f"{where}: unknown items {bad}", field="values.items")
+                raise _bad("op.bad_value", f"{where}: unknown items {bad}", "values.items")
         if op.base:
-            raise _bad("op.bad_base", f"{where}: add/remove ops have no base")
+            raise _bad("op.bad_base", f"{where}: add/remove ops have no base", "base")
     elif keep_unknown and isinstance(kind, str) and 0 < len(kind) <= 32:
         return  # a newer release's kind: kept in the log, ignored by the fold
     else:
-        raise _bad("op.unknown_kind", f"{where}: unknown op kind {str(kind)[:40]!r}")
+        raise _bad("op.unknown_kind", f"{where}: unknown op kind {str(kind)[:40]!r}", "kind")
 
 
 def _check_base(op: Op, where: str, fields_written: set[str]) -> None:
@@ -436,12 +454,13 @@ def _check_base(op: Op, where: str, fields_written: set[str]) -> None:
         raise _bad(
             "op.bad_base",
             f"{where}: base must name exactly the fields written",
+            "base",
             expected=sorted(fields_written),
             got=sorted(map(str, op.base)),
         )
     for name, stamp in op.base.items():
-        if stamp is not None and not (isinstance(stamp, str) and STAMP_RE.match(stamp)):
-            raise _bad("op.bad_stamp", f"{where}: base.{name} is not a stamp", field=f"base.{name}")
+        if stamp is not None and not (isinstance(stamp, str) and STAMP_RE.fullmatch(stamp)):
+            raise _bad("op.bad_stamp", f"{where}: base.{name} is not a stamp", f"base.{name}")
 
 
 def _check_mediation(op: Op, where: str) -> None:
@@ -450,7 +469,7 @@ def _check_mediation(op: Op, where: str) -> None:
         raise _bad(
             "op.missing_value",
             f"{where}: an agreement must say whether it is written or oral",
-            field="values.agreement_form",
+            "values.agreement_form",
         )
 
 
