@@ -1,0 +1,311 @@
+"""The sync API, a Flask blueprint under ``/api/v1`` (docs/sync.md).
+
+Envelopes travel as ``application/octet-stream``; everything else is JSON. Every error
+is ``{"ok": false, "error": {"code", "message", "details"}}`` with its HTTP status, and
+no traceback ever leaves the server. The OpenAPI document is generated from the
+marshmallow schemas below with apispec, at ``/api/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.yaml_utils import load_operations_from_docstring
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from marshmallow import Schema, fields
+from werkzeug.exceptions import HTTPException
+
+from schema.errors import MinqingError
+from sync_server.errors import status_for
+from sync_server.service import SyncService
+from sync_server.store import ServerStore
+
+bp = Blueprint("sync", __name__, url_prefix="/api/v1")
+log = logging.getLogger("minqing.sync")
+OCTET = "application/octet-stream"
+
+
+class ErrorBody(Schema):
+    """The one error body of every refusal."""
+
+    class Inner(Schema):
+        code = fields.String(required=True, metadata={"description": "stable code, e.g. envelope.bad_signature"})
+        message = fields.String(required=True, metadata={"description": "a sentence for people"})
+        details = fields.Raw(allow_none=True)
+
+    ok = fields.Boolean(required=True, metadata={"example": False})
+    error = fields.Nested(Inner, required=True)
+
+
+class EnrollRequest(Schema):
+    """What a laptop sends to enroll (docs/sync.md "Identity and enrollment")."""
+
+    token = fields.String(required=True)
+    device_id = fields.String(required=True)
+    x25519 = fields.String(required=True, metadata={"description": "raw public key, hex"})
+    ed25519 = fields.String(required=True, metadata={"description": "raw public key, hex"})
+    node = fields.String(required=True)
+    proof = fields.String(required=True, metadata={"description": "Ed25519 signature over enroll|token|device_id|x25519"})
+    app_version = fields.String()
+    user = fields.String()
+
+
+class NodeInfo(Schema):
+    code = fields.String()
+    name = fields.String()
+    level = fields.String()
+    parent = fields.String(allow_none=True)
+
+
+class ServerKeysBody(Schema):
+    node_id = fields.String()
+    x25519 = fields.String()
+    ed25519 = fields.String()
+
+
+class EnrollAnswer(Schema):
+    ok = fields.Boolean()
+    device_id = fields.String()
+    node = fields.Nested(NodeInfo)
+    ancestors = fields.List(fields.Nested(NodeInfo))
+    subtree = fields.List(fields.String())
+    server = fields.Nested(ServerKeysBody)
+    server_time_ms = fields.Integer()
+
+
+class PingAnswer(Schema):
+    ok = fields.Boolean()
+    node_id = fields.String()
+    server_time_ms = fields.Integer()
+    version = fields.String()
+
+
+def service() -> SyncService:
+    if "sync_service" not in g:
+        g.sync_store = ServerStore(current_app.config["DATA_DIR"])
+        g.sync_service = SyncService(g.sync_store)
+    return g.sync_service  # type: ignore[no-any-return]
+
+
+def close_store(_exc: BaseException | None = None) -> None:
+    store = g.pop("sync_store", None)
+    g.pop("sync_service", None)
+    if store is not None:
+        store.close()
+
+
+def error_response(exc: MinqingError, status: int | None = None) -> Response:
+    resp = jsonify(exc.to_dict())
+    resp.status_code = status or status_for(exc)
+    return resp
+
+
+def carrier() -> str:
+    return f"{request.remote_addr or '?'} {request.headers.get('User-Agent', '')[:60]}"
+
+
+def body_bytes() -> bytes:
+    if request.mimetype != OCTET:
+        raise MinqingError(f"expected {OCTET}", code="sync.bad_request")
+    return request.get_data(cache=False)
+
+
+@bp.get("/ping")
+def ping() -> Response:
+    """Is the server there, and what time is it.
+    ---
+    get:
+      summary: Health and server time (no authentication; reveals nothing)
+      responses:
+        200:
+          content:
+            application/json:
+              schema: PingAnswer
+    """
+    svc = service()
+    from sync_server import __version__
+
+    return jsonify({"ok": True, "node_id": svc.keys.node_id, "server_time_ms": svc.store.now_ms(),
+                    "version": __version__})
+
+
+@bp.post("/enroll")
+def enroll() -> Response:
+    """Enroll a laptop with a one-time code.
+    ---
+    post:
+      summary: Register a device's public keys, bound to the code's node
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: EnrollRequest
+      responses:
+        200:
+          content:
+            application/json:
+              schema: EnrollAnswer
+        400:
+          content:
+            application/json:
+              schema: ErrorBody
+        403:
+          content:
+            application/json:
+              schema: ErrorBody
+    """
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise MinqingError("请求体应为 JSON 对象 (the body must be a JSON object)", code="sync.bad_request")
+    return jsonify(service().enroll(body, carrier=carrier()))
+
+
+@bp.post("/push")
+def push() -> Response:
+    """Send one change-set envelope.
+    ---
+    post:
+      summary: A device's change set, sealed and signed (docs/protocol.md); answered with an answer envelope
+      requestBody:
+        required: true
+        content:
+          application/octet-stream:
+            schema: {type: string, format: binary}
+      responses:
+        200:
+          description: an answer envelope sealed to the device (acks, quarantined ops)
+          content:
+            application/octet-stream:
+              schema: {type: string, format: binary}
+        400:
+          content:
+            application/json:
+              schema: ErrorBody
+        401:
+          content:
+            application/json:
+              schema: ErrorBody
+        403:
+          content:
+            application/json:
+              schema: ErrorBody
+        409:
+          content:
+            application/json:
+              schema: ErrorBody
+        413:
+          content:
+            application/json:
+              schema: ErrorBody
+    """
+    result = service().receive(body_bytes(), carrier=carrier())
+    log.info("push device=%s applied=%s duplicate=%s quarantined=%s", request.remote_addr,
+             result.applied, result.duplicate, len(result.quarantined))
+    return Response(result.answer, mimetype=OCTET)
+
+
+@bp.post("/pull")
+def pull() -> Response:
+    """Ask for the ops of the device's scope past its cursor.
+    ---
+    post:
+      summary: A signed request envelope; answered with ops sealed to the device
+      requestBody:
+        required: true
+        content:
+          application/octet-stream:
+            schema: {type: string, format: binary}
+      responses:
+        200:
+          description: an answer envelope sealed to the device (ops, cursor, more)
+          content:
+            application/octet-stream:
+              schema: {type: string, format: binary}
+        400:
+          content:
+            application/json:
+              schema: ErrorBody
+        401:
+          content:
+            application/json:
+              schema: ErrorBody
+        403:
+          content:
+            application/json:
+              schema: ErrorBody
+    """
+    return Response(service().pull(body_bytes(), carrier=carrier()), mimetype=OCTET)
+
+
+def openapi_spec(app: Flask) -> dict[str, Any]:
+    from sync_server import __version__
+
+    spec = APISpec(
+        title="Minqing sync API", version=__version__, openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Sealed, signed change sets between field laptops and the county server."},
+    )
+    for name, schema in (("ErrorBody", ErrorBody), ("EnrollRequest", EnrollRequest),
+                         ("EnrollAnswer", EnrollAnswer), ("PingAnswer", PingAnswer)):
+        spec.components.schema(name, schema=schema)
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        operations = load_operations_from_docstring(view.__doc__ or "")
+        if rule.rule.startswith("/api/v1/") and operations:
+            spec.path(path=rule.rule, operations=operations)
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI document of this API.
+    ---
+    get:
+      summary: This document (OpenAPI 3, generated from the marshmallow schemas)
+      responses:
+        200:
+          content:
+            application/json:
+              schema: {type: object}
+    """
+    return jsonify(openapi_spec(current_app))
+
+
+def log_refusal(exc: MinqingError) -> None:
+    """Record a refusal that happened before the service saw the request (bad body, size)."""
+    try:
+        store = g.get("sync_store") or ServerStore(current_app.config["DATA_DIR"])
+        with store.transaction():
+            store.log_refusal(exc.code, exc.message, size=request.content_length, carrier=carrier())
+        if "sync_store" not in g:
+            store.close()
+    except MinqingError:
+        log.exception("could not log a refusal")
+
+
+def register_errors(app: Flask) -> None:
+    """Every error, expected or not, becomes the one JSON body; no traceback leaves."""
+
+    @app.errorhandler(MinqingError)
+    def on_minqing(exc: MinqingError) -> Response:
+        if not getattr(exc, "logged", False) and request.path.startswith("/api/"):
+            log_refusal(exc)
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def on_http(exc: HTTPException) -> Response:
+        code = {404: "sync.not_found", 405: "sync.method_not_allowed", 413: "sync.too_large"}.get(
+            exc.code or 500, "sync.http_error")
+        err = MinqingError(exc.description or exc.name, code=code)
+        if request.path.startswith("/api/") and (exc.code or 500) != 404:
+            log_refusal(err)
+        return error_response(err, exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def on_unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return error_response(MinqingError("服务器内部错误，已记录 (internal error; it has been logged)",
+                                           code="sync.internal"), 500)

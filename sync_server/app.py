@@ -1,0 +1,31 @@
+"""The application factory: ``create_app(data_dir, test_config=None)`` (Flask tutorial style).
+
+One blueprint per concern; a store per request in ``g``, closed on teardown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify
+
+from sync_server import api
+from sync_server.envelope_limits import MAX_BODY
+
+
+def create_app(data_dir: str | Path, test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask("sync_server")
+    app.config.update(DATA_DIR=str(data_dir), MAX_CONTENT_LENGTH=MAX_BODY, JSON_AS_ASCII=False)
+    if test_config:
+        app.config.update(test_config)
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.register_blueprint(api.bp)
+    app.teardown_appcontext(api.close_store)
+    api.register_errors(app)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"ok": True})
+
+    return app

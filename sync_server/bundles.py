@@ -1,0 +1,108 @@
+"""Bundles: envelopes that travel as files on a USB stick (docs/sync.md "Bundles").
+
+``import_folder`` takes every ``mq-*.mqe`` a carrier brought (change sets through the
+same path as ``/push``; a device's pull request records where its answer must start)
+and never stops at a bad file: each is reported with its code. ``export_for`` writes
+the answer files for one device: acknowledgements of everything of its in the ledger,
+and the ops of its scope past the cursor its last request named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schema import envelope as env
+from schema.errors import MinqingError
+from sync_server.errors import NotFound
+from sync_server.service import SyncService
+
+MAX_FILE = env.MAX_ENVELOPE
+
+
+@dataclass
+class ImportReport:
+    files: int = 0
+    merged: int = 0
+    duplicates: int = 0
+    requests: int = 0
+    applied_ops: int = 0
+    quarantined: int = 0
+    refused: list[dict[str, Any]] = field(default_factory=list)
+
+
+def import_folder(svc: SyncService, folder: str | Path, *, carrier: str = "bundle") -> ImportReport:
+    report = ImportReport()
+    files = sorted(p for p in Path(folder).glob("mq-*.mqe") if not p.name.startswith("mq-answer-"))
+    for path in files:
+        report.files += 1
+        try:
+            if path.stat().st_size > MAX_FILE:
+                raise env.EnvelopeError(f"{path.name} is larger than an envelope may be", code="envelope.too_large")
+            data = path.read_bytes()
+            header, _ = env.read_header(data)
+            if header["type"] == "request":
+                _take_request(svc, data)
+                report.requests += 1
+                continue
+            result = svc.receive(data, carrier=f"{carrier}:{path.name}")
+            if result.duplicate:
+                report.duplicates += 1
+            else:
+                report.merged += 1
+            report.applied_ops += result.applied
+            report.quarantined += len(result.quarantined)
+        except MinqingError as exc:
+            if not getattr(exc, "logged", False):
+                with svc.store.transaction():
+                    svc.store.log_refusal(exc.code, exc.message, size=None, carrier=f"{carrier}:{path.name}")
+            report.refused.append({"file": path.name, "code": exc.code, "message": exc.message})
+    return report
+
+
+def _take_request(svc: SyncService, data: bytes) -> None:
+    header, _ = env.read_header(data)
+    dev = svc._check_sender(header, size=len(data), carrier="bundle")
+    payload = env.open(data, recipient_key=svc.keys.x25519, sender_key=svc.sender_key).payload
+    after = payload.get("after")
+    if not isinstance(after, int) or after < 0:
+        raise env.EnvelopeError("a request needs a non-negative 'after'", code="envelope.bad_payload")
+    with svc.store.transaction():
+        svc.store.conn.execute("UPDATE devices SET bundle_after=? WHERE device_id=?", (after, dev["device_id"]))
+        svc._touch(dev["device_id"])
+
+
+def export_for(svc: SyncService, device_id: str, folder: str | Path, *, limit: int = 5000) -> list[Path]:
+    dev = svc.store.device(device_id)
+    if dev is None:
+        raise NotFound(f"没有这台设备 {device_id} (no such device)")
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    conn = svc.store.conn
+    acks = [r[0] for r in conn.execute(
+        "SELECT device_seq FROM ledger WHERE kind='device' AND device=? ORDER BY device_seq", (device_id,))]
+    held = [{"op_id": q["op_id"], "code": q["code"], "message": q["message"]}
+            for q in svc.store.quarantined("held") if q["device"] == device_id]
+    if dev["status"] == "revoked":
+        path = out / f"mq-answer-{device_id}-erase.mqe"
+        path.write_bytes(svc.erase_order(dev))
+        return [path]
+    after = int(dev["bundle_after"] or 0)
+    written = []
+    n = int(svc.store.meta(f"bundle_n:{device_id}", "0") or 0)
+    while True:
+        with svc.store.transaction():
+            payload = svc._collect(dev, after, limit)
+            n += 1
+            svc.store.set_meta(f"bundle_n:{device_id}", str(n))
+        payload.update(acks=acks, quarantined=held)
+        path = out / f"mq-answer-{device_id}-{n:06d}.mqe"
+        data = svc._answer(dev, payload)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        written.append(path)
+        after = payload["cursor"]
+        if not payload["more"]:
+            return written
