@@ -28,7 +28,7 @@ from conflict.author import make_op
 from conflict.hlc import Stamp
 from conflict.replica import Replica
 from field_client import keystore
-from field_client.errors import InputInvalid, NotFound, NotInitialised
+from field_client.errors import AlreadyInitialised, InputInvalid, NotFound, NotInitialised
 from schema import lifecycle
 from schema.deadlines import CHINA, case_deadlines, next_due
 from schema.entities import ENTITIES
@@ -87,16 +87,32 @@ class FieldClient:
             raise InputInvalid(f"层级必须是 village/township/county (unknown level {level!r})")
         if not node or len(node) > 32:
             raise InputInvalid("单位代码不能为空 (node code is required, at most 32 characters)")
-        if (data / REPLICA_FILE).exists() and not keystore.exists(data):
-            # a replica without its keys is unreadable data: never overwrite it
-            Replica(data / REPLICA_FILE, create=False).close()
-        keys = keystore.create(
-            data,
-            passphrase,
-            {"node": node, "level": level, "user": user, "node_name": node_name,
-             "created_at": now_iso(clock)},
-        )
+        if keystore.exists(data):
+            raise AlreadyInitialised(
+                f"这里已经有一台设备，不会覆盖 (a device already exists in {data}; not overwritten)",
+                details={"path": str(keystore.keyfile_path(data))},
+            )
+        # The replica first, the keys last: an init cut short leaves at most an empty
+        # replica, which the next init reuses. A replica that holds ops but has no keys is
+        # somebody's unreadable data: never build a new device on top of it.
+        data.mkdir(parents=True, exist_ok=True)
         replica = Replica(data / REPLICA_FILE)
+        try:
+            if replica.op_count():
+                raise AlreadyInitialised(
+                    f"{data / REPLICA_FILE} 已有记录但没有密钥文件，不会覆盖 "
+                    f"(a replica with records but no key file is here; not overwritten)",
+                    details={"path": str(data / REPLICA_FILE)},
+                )
+            keys = keystore.create(
+                data,
+                passphrase,
+                {"node": node, "level": level, "user": user, "node_name": node_name,
+                 "created_at": now_iso(clock)},
+            )
+        except BaseException:
+            replica.close()
+            raise
         return cls(data, keys, replica, clock)
 
     @classmethod
@@ -333,7 +349,8 @@ class FieldClient:
         if len(rows) != 1:
             raise NotFound(
                 f"找不到案件 {ref} (no single case matches {ref!r})" if not rows
-                else f"{ref} 对应多个案件，请写完整编号 ({ref!r} matches several cases)"
+                else f"{ref} 对应多个案件，请写完整编号 ({ref!r} matches several cases)",
+                details={"ref": ref, "matches": len(rows)},
             )
         return str(rows[0][0])
 
@@ -408,8 +425,20 @@ class FieldClient:
         for c in conflicts:
             c["values"] = self._conflict_values(c)
         detail["conflicts"] = conflicts
-        detail["timeline"] = self.timeline(case_id)
+        detail["timeline"] = self.timeline(case_id, unmask=unmask)
         return detail
+
+    def list_conflicts(self, *, status: str | None = "open") -> list[dict[str, Any]]:
+        """Conflicts on this laptop (open ones by default), each with its case number and the
+        competing values in the clear (they are what a resolution chooses from: mask to show)."""
+        conflicts = self.replica.conflicts(status=status)
+        numbers = {
+            cid: no for cid, no in self.replica.conn.execute("SELECT id, case_no FROM cases")
+        } if conflicts else {}
+        for c in conflicts:
+            c["case_no"] = numbers.get(c["case_id"])
+            c["values"] = self._conflict_values(c)
+        return conflicts
 
     def _conflict_values(self, c: Mapping[str, Any]) -> list[dict[str, Any]]:
         out = []
@@ -425,8 +454,9 @@ class FieldClient:
                         "occurred_at": op.occurred_at, "stamp": op.stamp})
         return out
 
-    def timeline(self, case_id: str) -> list[dict[str, Any]]:
-        """Every op of the case, oldest first, personal values decrypted."""
+    def timeline(self, case_id: str, *, unmask: bool = False) -> list[dict[str, Any]]:
+        """Every op of the case, oldest first, personal values decrypted (ID numbers and
+        phones masked unless asked)."""
         refused = {
             oid: c["reason"]
             for c in self.replica.conflicts(case_id=case_id)
@@ -436,11 +466,23 @@ class FieldClient:
         return [
             {
                 "op_id": op.op_id, "stamp": op.stamp, "entity": op.entity, "entity_id": op.entity_id,
-                "kind": op.kind, "values": op.values, "author": op.author, "device": op.device,
+                "kind": op.kind, "values": op.values if unmask else _masked_values(op),
+                "author": op.author, "device": op.device,
                 "occurred_at": op.occurred_at, "refused": refused.get(op.op_id),
             }
             for op in map(self.sealer.open_op, self.replica.ops_for_case(case_id))
         ]
+
+
+def _masked_values(op: Op) -> dict[str, Any]:
+    """An op's values with ID numbers and phones masked (a create/set, or a resolve of one)."""
+    values = dict(op.values)
+    for name, mask in MASKERS.items():
+        if isinstance(values.get(name), str):
+            values[name] = mask(values[name])
+    if op.kind == "resolve" and values.get("field") in MASKERS and isinstance(values.get("value"), str):
+        values["value"] = MASKERS[values["field"]](values["value"])
+    return values
 
 
 def field_errors(exc: OpInvalid) -> dict[str, str]:

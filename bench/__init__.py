@@ -1,0 +1,1 @@
+"""Benchmarks of Minqing: ``python -m bench`` (``make bench``); see ``bench/README.md``."""

@@ -1,0 +1,82 @@
+"""Run the benchmarks: ``python -m bench [replica] [--quick] [options]`` (``make bench``).
+
+Prints the machine and the date, checks the workload generator, then runs every bench
+(or the ones named). See ``bench/README.md`` for the recorded figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import sys
+from datetime import datetime
+
+from bench import replica_apply, workload
+
+BENCHES = {"replica": "Replica.apply of a realistic op stream vs plain executemany"}
+FULL_OPS = 100_000
+QUICK_OPS = 10_000
+
+
+def machine() -> str:
+    try:
+        nproc = len(os.sched_getaffinity(0))  # what `nproc` prints
+    except AttributeError:
+        nproc = os.cpu_count() or 0
+    return (
+        f"nproc {nproc}, Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.release()} {platform.machine()}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def load() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("benches", nargs="*", metavar="bench",
+                   help=f"which benches to run (default all): {', '.join(BENCHES)}")
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_OPS:,} ops instead of {FULL_OPS:,}")
+    p.add_argument("--ops", type=int, help="number of ops (overrides --quick)")
+    p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="rounds on fresh files; medians are reported (default 3)")
+    p.add_argument("--dir", help="where to put the database files (default: the temp dir)")
+    p.add_argument("--no-verify", action="store_true", help="skip verify_rebuild after round 1")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="profile round 1's replica step; print the top N entries by cumtime")
+    args = p.parse_args(argv)
+    unknown = [b for b in args.benches if b not in BENCHES]
+    if unknown:
+        p.error(f"unknown bench {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    names = args.benches or list(BENCHES)
+    n_ops = args.ops or (QUICK_OPS if args.quick else FULL_OPS)
+
+    print(f"minqing bench  {datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"machine: {machine()}")
+    print(f"command: {' '.join([os.path.basename(sys.executable), '-m', 'bench', *sys.argv[1:]])}")
+    print(f"before: {load()}")
+    check = workload.self_check(2000, args.seed)
+    print(f"workload self-check: {check['ops']} ops pass parse_op, generation is deterministic")
+    print(flush=True)
+    for name in names:
+        if name == "replica":
+            result = replica_apply.run(
+                n_ops, seed=args.seed, repeat=max(1, args.repeat), verify=not args.no_verify,
+                profile=args.profile, directory=args.dir,
+            )
+            replica_apply.report(result)
+        print(f"after: {load()}")
+        print(flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
