@@ -151,8 +151,8 @@ class EntityFold:
     def _create(self, op: Op) -> None:
         for name, value in op.values.items():
             fs = self.spec.field_map.get(name)
-            if fs is not None and fs.create_only:
-                continue
+            if fs is not None and (fs.create_only or (fs.immutable and self.exists)):
+                continue  # lifecycle fields, and fields fixed by the first create
             if fs is not None and fs.kind == "set":
                 items = self.tags.setdefault(name, {})
                 for item in value:

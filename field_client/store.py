@@ -344,8 +344,12 @@ class FieldClient:
 
     def find_case(self, ref: str) -> str:
         """A case id from a case id, a case number, or a unique prefix of either."""
-        q = "SELECT id FROM cases WHERE id=? OR case_no=? OR id LIKE ? OR case_no LIKE ? LIMIT 2"
-        rows = self.replica.conn.execute(q, (ref, ref, ref + "%", "%" + ref)).fetchall()
+        q = ("SELECT id FROM cases WHERE id=? OR case_no=? OR id LIKE ? ESCAPE '\\' "
+             "OR case_no LIKE ? ESCAPE '\\' LIMIT 2")
+        pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.replica.conn.execute(q, (ref, ref, pattern + "%", "%" + pattern)).fetchall()
+        if not ref.strip():
+            rows = []
         if len(rows) != 1:
             raise NotFound(
                 f"找不到案件 {ref} (no single case matches {ref!r})" if not rows
@@ -397,6 +401,7 @@ class FieldClient:
             row["next_due"] = due.due if due else None
             row["next_due_rule"] = due.zh if due else None
             row["tags"] = json.loads(row["tags"] or "[]")
+            row["title"] = self.sealer.open_value("case", "title", row["title"])
             rows.append(row)
         if sort == "due":
             rows.sort(key=lambda r: (r["next_due"] is None, r["next_due"] or "", r["case_no"]))

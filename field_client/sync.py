@@ -360,8 +360,9 @@ class SyncAgent:
         sealed = [self.client.sealer.seal_op(op) for op in ops]
         with self.client.replica.transaction():
             self.client.replica.apply_in_transaction(sealed)
-            if "cursor" in answer:
-                self.client._set_meta("pull_cursor", str(int(answer["cursor"])))
+            if "cursor" in answer:  # never backwards (an older answer bundle imported late)
+                current = int(self.client.meta("pull_cursor", "0") or 0)
+                self.client._set_meta("pull_cursor", str(max(current, int(answer["cursor"]))))
             for seq in answer.get("acks", []):
                 self._ack(int(seq))
             if bad:

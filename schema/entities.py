@@ -38,6 +38,7 @@ class FieldSpec:
     minimum: int | None = None
     maximum: int | None = None
     create_only: bool = False  # given at create, afterwards changed only by transitions
+    immutable: bool = False  # given at the first create, never changed (scope and numbering)
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,14 @@ CASE = EntitySpec(
     "cases",
     "案件",
     (
-        F("case_no", "str", "案件编号", required=True, max_len=64),
-        F("title", "str", "事由", required=True, max_len=200),
+        F("case_no", "str", "案件编号", required=True, max_len=64, immutable=True),
+        F("title", "str", "事由", required=True, personal=True, max_len=200),
         F("category", "enum", "类别", required=True, enum=E.Category),
         F("subject", "enum", "事项类型", required=True, enum=E.Subject),
         F("channel", "enum", "来源渠道", required=True, enum=E.Channel),
-        F("origin_node", "str", "来源村(社区)", required=True, max_len=32),
+        F("origin_node", "str", "来源村(社区)", required=True, max_len=32, immutable=True),
         F("received_at", "datetime", "收件时间", required=True),
-        F("first_receiver", "str", "首接人", required=True, max_len=64),
+        F("first_receiver", "str", "首接人", required=True, max_len=64, immutable=True),
         F("summary", "text", "反映内容", personal=True, max_len=20000),
         F("demands", "text", "诉求", personal=True, max_len=20000),
         F("people_count", "int", "人数", minimum=1, maximum=100000),

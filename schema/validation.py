@@ -92,9 +92,9 @@ class Sealable(fields.Field):
         return self.inner.deserialize(value, attr, data, **kwargs)
 
 
-def _plain_field(spec: FieldSpec, *, required: bool) -> fields.Field:
+def _plain_field(spec: FieldSpec, *, required: bool, nonblank: bool = False) -> fields.Field:
     kw: dict[str, Any] = {"required": required, "error_messages": FIELD_MESSAGES}
-    lengths = validate.Length(min=1 if required else 0, max=spec.max_len)
+    lengths = validate.Length(min=1 if (required or nonblank) else 0, max=spec.max_len)
     if spec.kind in ("str", "text"):
         return fields.String(validate=validate.And(lengths, _not_sealed), **kw)
     if spec.kind == "int":
@@ -153,8 +153,8 @@ def _check(fn: Any, error: str) -> Any:
     return run
 
 
-def _field(spec: FieldSpec, *, required: bool, allow_sealed: bool) -> fields.Field:
-    plain = _plain_field(spec, required=required)
+def _field(spec: FieldSpec, *, required: bool, allow_sealed: bool, nonblank: bool = False) -> fields.Field:
+    plain = _plain_field(spec, required=required, nonblank=nonblank)
     if spec.personal:
         return Sealable(
             plain, allow_sealed, required=required, allow_none=False, error_messages=FIELD_MESSAGES
@@ -174,10 +174,10 @@ def values_schema(entity: str, kind: str, allow_sealed: bool, keep_unknown: bool
     spec = ENTITIES[entity]
     declared: dict[str, fields.Field] = {}
     for f in spec.fields:
-        if kind == OpKind.SET and (f.create_only or f.kind == "set"):
+        if kind == OpKind.SET and (f.create_only or f.immutable or f.kind == "set"):
             continue
         required = kind == OpKind.CREATE and f.required
-        declared[f.name] = _field(f, required=required, allow_sealed=allow_sealed)
+        declared[f.name] = _field(f, required=required, allow_sealed=allow_sealed, nonblank=f.required)
     cls = _schema_class(f"{entity}_{kind}", declared)
     return cls(unknown=EXCLUDE if keep_unknown else RAISE)
 
@@ -374,7 +374,7 @@ def check_op(op: Op, *, allow_sealed: bool = False) -> None:
         if kind == OpKind.SET:
             for name in op.values:
                 fs = spec.field_map.get(name)
-                if fs is not None and (fs.create_only or fs.kind == "set"):
+                if fs is not None and (fs.create_only or fs.immutable or fs.kind == "set"):
                     raise _bad(
                         "op.not_settable",
                         f"{where}: {name} cannot be set (use a transition or add/remove)",
@@ -413,7 +413,7 @@ def check_op(op: Op, *, allow_sealed: bool = False) -> None:
         name = op.values.get("field")
         if name is not None:
             fs = spec.field_map.get(name)
-            if fs is None or fs.create_only or fs.kind == "set":
+            if fs is None or fs.create_only or fs.immutable or fs.kind == "set":
                 raise _bad(
                     "op.unknown_field", f"{where}: cannot resolve field {name!r}", "values.field"
                 )

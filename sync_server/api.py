@@ -121,6 +121,7 @@ def ping() -> Response:
       summary: Health and server time (no authentication; reveals nothing)
       responses:
         200:
+          description: OK
           content:
             application/json:
               schema: PingAnswer
@@ -145,14 +146,17 @@ def enroll() -> Response:
             schema: EnrollRequest
       responses:
         200:
+          description: OK
           content:
             application/json:
               schema: EnrollAnswer
         400:
+          description: malformed request or refused envelope (see error.code)
           content:
             application/json:
               schema: ErrorBody
         403:
+          description: revoked device or refused enrollment
           content:
             application/json:
               schema: ErrorBody
@@ -181,22 +185,27 @@ def push() -> Response:
             application/octet-stream:
               schema: {type: string, format: binary}
         400:
+          description: malformed request or refused envelope (see error.code)
           content:
             application/json:
               schema: ErrorBody
         401:
+          description: unknown device
           content:
             application/json:
               schema: ErrorBody
         403:
+          description: revoked device or refused enrollment
           content:
             application/json:
               schema: ErrorBody
         409:
+          description: sequence number reused with other content
           content:
             application/json:
               schema: ErrorBody
         413:
+          description: body too large
           content:
             application/json:
               schema: ErrorBody
@@ -225,14 +234,17 @@ def pull() -> Response:
             application/octet-stream:
               schema: {type: string, format: binary}
         400:
+          description: malformed request or refused envelope (see error.code)
           content:
             application/json:
               schema: ErrorBody
         401:
+          description: unknown device
           content:
             application/json:
               schema: ErrorBody
         403:
+          description: revoked device or refused enrollment
           content:
             application/json:
               schema: ErrorBody
@@ -267,6 +279,7 @@ def openapi() -> Response:
       summary: This document (OpenAPI 3, generated from the marshmallow schemas)
       responses:
         200:
+          description: OK
           content:
             application/json:
               schema: {type: object}

@@ -63,9 +63,10 @@ def import_folder(svc: SyncService, folder: str | Path, *, carrier: str = "bundl
 
 def _take_request(svc: SyncService, data: bytes) -> None:
     header, _ = env.read_header(data)
-    dev = svc._check_sender(header, size=len(data), carrier="bundle")
-    payload = env.open(data, recipient_key=svc.keys.x25519, sender_key=svc.sender_key).payload
+    dev, payload = svc._check_sender(data, header, size=len(data), carrier="bundle")
     after = payload.get("after")
+    if payload.get("device") != dev["device_id"]:
+        raise env.EnvelopeError("the request names another device than its signer", code="envelope.bad_payload")
     if not isinstance(after, int) or after < 0:
         raise env.EnvelopeError("a request needs a non-negative 'after'", code="envelope.bad_payload")
     with svc.store.transaction():

@@ -59,7 +59,9 @@ def plan_changeset(
     created: dict[str, CaseInfo] = {
         op.case_id: case_info_from_create(op) for op in cs.ops if op.entity == "case" and op.kind == "create"
     }
-    known = case_lookup({op.case_id for op in cs.ops if op.case_id not in created})
+    # What the server already knows of a case wins over any create in the change set: a
+    # create for an existing case cannot move that case into the sender's scope.
+    known = case_lookup({op.case_id for op in cs.ops})
     for op in cs.ops:
         raw = op.to_dict()
         if op.device != device["device_id"]:
@@ -69,7 +71,7 @@ def plan_changeset(
             plan.hold.append((raw, "sync.acting_level",
                               f"acts as {op.values.get('acting_level')} from a {device['level']} device"))
             continue
-        info = created.get(op.case_id) or known.get(op.case_id)
+        info = known.get(op.case_id) or created.get(op.case_id)
         if info is None:
             plan.hold.append((raw, "sync.case_unknown", f"the server has no case {op.case_id} yet"))
             continue

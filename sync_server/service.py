@@ -114,22 +114,13 @@ class SyncService:
         need = ("token", "device_id", "x25519", "ed25519", "node", "proof")
         if not isinstance(body, Mapping) or any(not isinstance(body.get(k), str) for k in need):
             raise BadRequest("enroll needs token, device_id, x25519, ed25519, node and proof (strings)")
+        token_hash = hashlib.sha256(body["token"].encode()).hexdigest()
         row = self.store.conn.execute(
-            "SELECT node, user, expires_ms, used_ms FROM enroll_codes WHERE token_hash=?",
-            (hashlib.sha256(body["token"].encode()).hexdigest(),),
+            "SELECT node, user, expires_ms, used_ms, used_by FROM enroll_codes WHERE token_hash=?", (token_hash,)
         ).fetchone()
         if row is None:
             raise EnrollRefused("注册码无效 (unknown enrollment code)", code="enroll.unknown_code")
-        node, user, expires, used = row
-        if used is not None:
-            raise EnrollRefused("注册码已被使用 (this enrollment code has been used)", code="enroll.code_used")
-        if self.store.now_ms() > expires:
-            raise EnrollRefused("注册码已过期，请找 IT 重新生成 (the code has expired)", code="enroll.code_expired")
-        if body["node"] != node:
-            raise EnrollRefused(
-                f"笔记本的单位 {body['node']} 与注册码的单位 {node} 不一致 (the laptop's node differs from the code's)",
-                code="enroll.wrong_node",
-            )
+        node, user, expires, used, used_by = row
         try:
             ed = Ed25519PublicKey.from_public_bytes(bytes.fromhex(body["ed25519"]))
             X25519PublicKey.from_public_bytes(bytes.fromhex(body["x25519"]))
@@ -139,8 +130,31 @@ class SyncService:
             raise EnrollRefused("设备证明无效 (the device's proof does not verify)", code="enroll.bad_proof") from exc
         if hashlib.sha256(bytes.fromhex(body["ed25519"])).hexdigest()[:16] != body["device_id"]:
             raise EnrollRefused("设备编号与密钥不符 (device id does not match its key)", code="enroll.bad_proof")
-        if self.store.device(body["device_id"]) is not None:
-            raise EnrollRefused("该设备已注册 (this device is already enrolled)", code="enroll.already_enrolled")
+        existing = self.store.device(body["device_id"])
+        if existing is not None:
+            # The same device with the same keys asking again (its answer was lost, or it
+            # refused a mismatching server and was given a new code): answer again.
+            same = existing["x25519"] == body["x25519"] and existing["node"] == node
+            if existing["status"] == "revoked":
+                raise EnrollRefused("该设备已被吊销 (this device has been revoked)", code="enroll.device_revoked")
+            if not same:
+                raise EnrollRefused("该设备已注册 (this device is already enrolled)", code="enroll.already_enrolled")
+            if used_by == body["device_id"]:
+                return self._enroll_answer(body["device_id"], node)
+        if used is not None:
+            raise EnrollRefused("注册码已被使用 (this enrollment code has been used)", code="enroll.code_used")
+        if self.store.now_ms() > expires:
+            raise EnrollRefused("注册码已过期，请找 IT 重新生成 (the code has expired)", code="enroll.code_expired")
+        if body["node"] != node:
+            raise EnrollRefused(
+                f"笔记本的单位 {body['node']} 与注册码的单位 {node} 不一致 (the laptop's node differs from the code's)",
+                code="enroll.wrong_node",
+            )
+        if existing is not None:
+            with self.store.transaction():
+                self.store.conn.execute("UPDATE enroll_codes SET used_ms=?, used_by=? WHERE token_hash=?",
+                                        (self.store.now_ms(), body["device_id"], token_hash))
+            return self._enroll_answer(body["device_id"], node)
         info = self.store.node(node)
         assert info is not None
         now = self.store.now_ms()
@@ -152,39 +166,59 @@ class SyncService:
                  now, str(body.get("app_version", ""))[:40], now),
             )
             self.store.conn.execute(
-                "UPDATE enroll_codes SET used_ms=?, used_by=? WHERE token_hash=?",
-                (now, body["device_id"], hashlib.sha256(body["token"].encode()).hexdigest()),
+                "UPDATE enroll_codes SET used_ms=?, used_by=? WHERE token_hash=?", (now, body["device_id"], token_hash),
             )
+        return self._enroll_answer(body["device_id"], node)
+
+    def _enroll_answer(self, device_id: str, node: str) -> dict[str, Any]:
+        info = self.store.node(node)
         return {
             "ok": True,
-            "device_id": body["device_id"],
+            "device_id": device_id,
             "node": info,
             "ancestors": self.store.ancestors(node)[1:],
             "subtree": sorted(self.store.subtree(node)),
             "server": {"node_id": self.keys.node_id, "x25519": pub_hex(self.keys.x25519.public_key()),
                        "ed25519": pub_hex(self.keys.ed25519.public_key())},
-            "server_time_ms": now,
+            "server_time_ms": self.store.now_ms(),
         }
 
     # ---- push ----
 
-    def _check_sender(self, header: Mapping[str, Any], *, size: int, carrier: str | None) -> dict[str, Any]:
+    def _known_sender(self, header: Mapping[str, Any], *, size: int, carrier: str | None) -> dict[str, Any]:
         dev = self.store.device(header["sender"])
         if dev is None:
             raise _refuse(self.store, UnknownDevice(f"unknown device {str(header['sender'])[:40]}"),
                           device=str(header["sender"])[:40], seq=header.get("seq"), size=size, carrier=carrier)
-        if dev["status"] == "revoked":
-            order = self.erase_order(dev)
-            with self.store.transaction():
-                self.store.conn.execute("UPDATE devices SET erase_sent_ms=? WHERE device_id=?",
-                                        (self.store.now_ms(), dev["device_id"]))
-            raise _refuse(
-                self.store,
-                DeviceRevoked("该设备已被吊销，需清除本地数据 (this device has been revoked; it must erase its data)",
-                              details={"erase_order": b64(order)}),
-                device=dev["device_id"], seq=header.get("seq"), size=size, carrier=carrier,
-            )
         return dev
+
+    def _not_revoked(self, dev: Mapping[str, Any], header: Mapping[str, Any], *, size: int,
+                     carrier: str | None) -> None:
+        """Refuse a revoked device (after its signature verified), with a signed erase order."""
+        if dev["status"] != "revoked":
+            return
+        order = self.erase_order(dev)
+        with self.store.transaction():
+            self.store.conn.execute("UPDATE devices SET erase_sent_ms=? WHERE device_id=?",
+                                    (self.store.now_ms(), dev["device_id"]))
+        raise _refuse(
+            self.store,
+            DeviceRevoked("该设备已被吊销，需清除本地数据 (this device has been revoked; it must erase its data)",
+                          details={"erase_order": b64(order)}),
+            device=dev["device_id"], seq=header.get("seq"), size=size, carrier=carrier,
+        )
+
+    def _check_sender(self, data: bytes, header: Mapping[str, Any], *, size: int,
+                      carrier: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A known, verified, not revoked sender: (device row, opened payload)."""
+        dev = self._known_sender(header, size=size, carrier=carrier)
+        try:
+            payload = env.open(data, recipient_key=self.keys.x25519, sender_key=self.sender_key).payload
+        except MinqingError as exc:
+            raise _refuse(self.store, exc, device=dev["device_id"], seq=header.get("seq"), size=size,
+                          carrier=carrier) from None
+        self._not_revoked(dev, header, size=size, carrier=carrier)
+        return dev, payload
 
     def receive(self, data: bytes, *, carrier: str | None = None) -> PushResult:
         """Take one change-set envelope: ledger, quarantine, merge, in one transaction; answer."""
@@ -193,7 +227,7 @@ class SyncService:
             header, _ = env.read_header(data)
         except env.EnvelopeError as exc:
             raise _refuse(self.store, exc, device=None, seq=None, size=size, carrier=carrier) from None
-        dev = self._check_sender(header, size=size or 0, carrier=carrier)
+        dev = self._known_sender(header, size=size or 0, carrier=carrier)
         try:
             if header["type"] != "changeset":
                 raise BadRequest("expected a changeset envelope", code="sync.bad_request")
@@ -202,27 +236,29 @@ class SyncService:
         except MinqingError as exc:
             raise _refuse(self.store, exc, device=dev["device_id"], seq=header.get("seq"), size=size,
                           carrier=carrier) from None
+        self._not_revoked(dev, header, size=size or 0, carrier=carrier)
         digest = hashlib.sha256(data).hexdigest()
-        existing = ledger.find(self.store.conn, dev["device_id"], cs.seq)
+        raw_ops = sealed.payload.get("ops", [])
+        with self.store.transaction():
+            # the check and the append under one write lock: two copies arriving together
+            # (a relay and the author) give one merge and one repeated acknowledgement
+            existing = ledger.find(self.store.conn, dev["device_id"], cs.seq)
+            if existing is None:
+                seq = ledger.append(self.store.conn, kind="device", device=dev["device_id"], device_seq=cs.seq,
+                                    envelope=bytes(data), received_ms=self.store.now_ms())
+                plan = self._plan(cs, bad, raw_ops, dev)
+                self.store.hold(plan.hold, seq, dev["device_id"])
+                result = self.store.replica.apply_in_transaction(plan.apply)
+                self._observe(plan.apply)
+                released = self._release_waiting(result.cases)
+            self._touch(dev["device_id"], seq=cs.seq)
         if existing is not None:
             if existing.sha256 != digest:
                 raise _refuse(self.store, Conflict(
                     f"序号 {cs.seq} 已用于另一份数据 (sequence {cs.seq} was already used for different content)",
                     code="sync.seq_reused"), device=dev["device_id"], seq=cs.seq, size=size, carrier=carrier)
-            with self.store.transaction():
-                self._touch(dev["device_id"])
             return PushResult(self._answer(dev, {"acks": [cs.seq], "duplicate": True, "applied": 0,
                                                  "quarantined": []}), 0, True, [], set())
-        raw_ops = sealed.payload.get("ops", [])
-        with self.store.transaction():
-            seq = ledger.append(self.store.conn, kind="device", device=dev["device_id"], device_seq=cs.seq,
-                                envelope=bytes(data), received_ms=self.store.now_ms())
-            plan = self._plan(cs, bad, raw_ops, dev)
-            self.store.hold(plan.hold, seq, dev["device_id"])
-            result = self.store.replica.apply_in_transaction(plan.apply)
-            self._observe(plan.apply)
-            self._touch(dev["device_id"], seq=cs.seq)
-            released = self._release_waiting(result.cases)
         quarantined = [{"op_id": raw.get("op_id"), "code": code, "message": msg} for raw, code, msg in plan.hold]
         answer = self._answer(dev, {"acks": [cs.seq], "duplicate": False, "applied": len(result.applied),
                                     "quarantined": quarantined})
@@ -368,15 +404,20 @@ class SyncService:
             header, _ = env.read_header(data)
         except env.EnvelopeError as exc:
             raise _refuse(self.store, exc, device=None, seq=None, size=size, carrier=carrier) from None
-        dev = self._check_sender(header, size=size or 0, carrier=carrier)
         try:
             if header["type"] != "request":
                 raise BadRequest("expected a request envelope")
-            req = env.open(data, recipient_key=self.keys.x25519, sender_key=self.sender_key).payload
+        except MinqingError as exc:
+            raise _refuse(self.store, exc, device=str(header["sender"])[:40], seq=None, size=size,
+                          carrier=carrier) from None
+        dev, req = self._check_sender(data, header, size=size or 0, carrier=carrier)
+        try:
             after = req.get("after", 0)
             limit = req.get("limit", DEFAULT_PULL_LIMIT)
             if not isinstance(after, int) or not isinstance(limit, int) or after < 0 or limit < 1:
                 raise BadRequest("after and limit must be non-negative integers")
+            if req.get("device") != dev["device_id"]:
+                raise BadRequest("the request names another device than its signer")
         except MinqingError as exc:
             raise _refuse(self.store, exc, device=dev["device_id"], seq=None, size=size, carrier=carrier) from None
         limit = min(limit, MAX_PULL_LIMIT)
@@ -435,34 +476,37 @@ class SyncService:
 
     # ---- rebuild from the ledger ----
 
-    def rebuild_into(self, path: Path) -> Replica:
-        """Fold a fresh replica at ``path`` from the ledger alone, with the live decisions."""
+    def rebuild_into(self, path: Path) -> tuple[Replica, dict[str, Any] | None]:
+        """Fold a fresh replica at ``path`` from the ledger alone, with the live decisions.
+
+        Returns the replica and, if an entry could not be opened, which one and why.
+        """
         fresh = Replica(path, synchronous="OFF")
-        conn = fresh.conn
-        lookup = self._case_lookup(conn)
+        lookup = self._case_lookup(fresh.conn)
         for e in ledger.entries(self.store.conn):
+            try:
+                sealed = env.open(e.envelope, recipient_key=self.keys.x25519, sender_key=self.sender_key)
+            except MinqingError as exc:
+                return fresh, {"ledger_seq": e.ledger_seq, "code": exc.code, "message": exc.message}
             if e.kind == "device":
                 dev = self.store.device(e.device)
                 if dev is None:
                     continue
-                sealed = env.open(e.envelope, recipient_key=self.keys.x25519, sender_key=self.sender_key)
                 cs, bad = env.changeset_from(sealed)
                 plan = plan_changeset(cs, bad, sealed.payload.get("ops", []), dev,
                                       self.store.subtree(dev["node"]), lookup)
-                with fresh.transaction():
-                    fresh.apply_in_transaction(plan.apply)
+                ops = plan.apply
             else:
-                payload = env.open(e.envelope, recipient_key=self.keys.x25519, sender_key=self.sender_key).payload
-                ops, _ = partition_ops(payload.get("ops", []))
-                with fresh.transaction():
-                    fresh.apply_in_transaction(ops)
-        return fresh
+                ops, _ = partition_ops(sealed.payload.get("ops", []))
+            with fresh.transaction():
+                fresh.apply_in_transaction(ops)
+        return fresh, None
 
     def rebuild_report(self) -> dict[str, Any]:
         """Rebuild from the ledger in a scratch file and compare with the live state."""
         chain = ledger.verify_chain(self.store.conn)
         with tempfile.TemporaryDirectory(prefix="minqing-rebuild-") as tmp:
-            fresh = self.rebuild_into(Path(tmp) / "rebuilt.db")
+            fresh, failure = self.rebuild_into(Path(tmp) / "rebuilt.db")
             try:
                 live_snap = self.store.replica.snapshot()
                 new_snap = fresh.snapshot()
@@ -471,10 +515,14 @@ class SyncService:
                     "chain_ok": chain.ok, "chain_entries": chain.entries, "chain_first_bad": chain.first_bad,
                     "chain_reason": chain.reason,
                     "live_digest": self.store.replica.digest(), "rebuilt_digest": fresh.digest(),
-                    "tables_differing": differing,
+                    "tables_differing": differing, "rebuild_failed_at": failure,
                 }
+                if failure and report["chain_first_bad"] is None:
+                    report["chain_first_bad"] = failure["ledger_seq"]
+                    report["chain_reason"] = f"{failure['code']}: {failure['message']}"
             finally:
                 fresh.close()
-        report["equal"] = report["live_digest"] == report["rebuilt_digest"] and not report["tables_differing"]
+        report["equal"] = (report["live_digest"] == report["rebuilt_digest"] and not report["tables_differing"]
+                           and failure is None)
         return report
 

@@ -69,7 +69,7 @@ def test_usb_round_trip_through_a_township_laptop(server: Server, laptops: Lapto
     assert got.quarantined == []
     assert neighbour.written() <= v.op_ids()  # the other laptop of its village
     assert not (elsewhere.written() & v.op_ids())  # nothing of another village
-    assert v.client.replica.get("case", n_case)["title"] == "养殖场异味扰民"
+    assert v.client.case_detail(n_case)["case"]["title"] == "养殖场异味扰民"
     assert v.client.replica.get("case", w_case) is None
     assert v.op_ids() == neighbour.written() | v.written()
     neighbour.sync()

@@ -260,13 +260,6 @@ def test_the_same_envelope_posted_concurrently_is_merged_once(server: Server, la
     assert a.digest() == server.digest()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: sync_server/service.py SyncService.receive looks the (device, seq) up in the ledger "
-    "(line 206, ledger.find) outside the write transaction that appends it (line 217); two "
-    "copies of one envelope arriving together (a relay and the author) both pass the check, "
-    "the second hits the UNIQUE index and is answered 400 replica.error with the server's "
-    "database path and the SQL error in details, instead of 200 with duplicate=true; 400 is "
-    "a refusal, so the laptop does not retry"))
 def test_the_same_envelope_posted_concurrently_is_acknowledged_to_every_sender(
         server: Server, laptops: LaptopFactory) -> None:
     a = laptops("a", VILLAGE_1)
@@ -339,12 +332,6 @@ def test_rebuild_reports_equal_then_refuses_a_tampered_ledger(server: Server, la
     assert "3" in server.cli("rebuild", check=False, json_out=False).out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: sync-server rebuild on a ledger whose envelope bytes were altered dies in "
-    "sync_server/service.py rebuild_into (line 448: env.open raises envelope.bad_signature, "
-    "uncaught) before rebuild_report can return the chain check, so it exits 2 with "
-    "'the signature does not match the sender's key' and never names the bad ledger entry "
-    "(ledger.verify_chain had found it: chain_first_bad)"))
 def test_rebuild_names_the_ledger_entry_whose_envelope_was_altered(server: Server, laptops: LaptopFactory) -> None:
     _busy_server(server, laptops)
     (envelope,) = server.rows("SELECT envelope FROM ledger WHERE ledger_seq=2")[0]

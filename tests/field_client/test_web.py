@@ -600,7 +600,7 @@ def test_resolve_a_conflict_by_choosing_one_of_the_values(ui: UI, fc: FieldClien
     (conflict,) = _open_conflicts(fc, cid)
     assert ui.post(f"/cases/{cid}/conflicts/{conflict['id']}", {"choice": mine}).status == 302
     assert _open_conflicts(fc, cid) == []
-    assert fc.replica.get("case", cid)["title"] == "甲的改法"
+    assert fc.case_detail(cid)["case"]["title"] == "甲的改法"
     assert "冲突已处理" in ui.get(f"/cases/{cid}").visible()
 
 

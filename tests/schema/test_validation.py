@@ -644,7 +644,7 @@ def test_a_sealed_token_in_a_typed_non_personal_field_is_refused_even_when_allow
 
 @pytest.mark.parametrize(
     ("entity", "name"),
-    [("case", "title"), ("party", "organisation"), ("leader_assignment", "plan")],
+    [("case", "first_receiver"), ("party", "organisation"), ("leader_assignment", "plan")],
 )
 def test_a_sealed_token_in_a_non_personal_text_field_is_refused_even_when_allowed(
     dev: Device, case: Op, entity: str, name: str
