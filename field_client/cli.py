@@ -316,8 +316,23 @@ def build_parser(lang: str = "zh") -> Parser:
     how.add_argument("--value", metavar="V", help="采用这个值 (use this value)")
     how.add_argument("--keep-current", action="store_true", help="保留现在显示的值 (keep the value shown now)")
 
-    leaf(top, ("status",), "查看本机状态：设备、待上传记录、案件、冲突、同步",
-         "this laptop's state: device, pending records, cases, conflicts, sync", cmd_status)
+    p = leaf(top, ("status",), "查看本机状态：设备、待上传记录、案件、冲突、同步、服务器、时钟差",
+             "this laptop's state: device, pending records, cases, conflicts, sync, server, clock offset", cmd_status)
+    p.add_argument("--offline", action="store_true", help="不检查服务器是否可连通 (do not check whether the server answers)")
+
+    # sync
+    p = leaf(top, ("enroll",), "用县里给的一次性注册码把本机注册到县服务器",
+             "enroll this laptop with the county server using a one-time code", cmd_enroll)
+    p.add_argument("--code", required=True, help="注册码，以 MQ1. 开头 (the enrollment code, starting MQ1.)")
+    p = leaf(top, ("sync",), "与县服务器同步：上传本机记录，下载辖区新记录（断线可续传）",
+             "sync with the county server: send this laptop's records, receive new ones (resumes after a cut)", cmd_sync)
+    p.add_argument("--server", help="临时改用的服务器地址 (use this server address instead, e.g. via a proxy)")
+    p = leaf(top, ("export",), "把待上传的记录写到文件夹（U盘），由他人带到乡镇或县里",
+             "write pending records to a folder (USB stick) for someone to carry", cmd_export)
+    p.add_argument("folder", help="目标文件夹 (folder to write to)")
+    p = leaf(top, ("import",), "导入县里写给本机的回复文件（U盘带回）",
+             "take in the county's answer files for this laptop (brought back on USB)", cmd_import)
+    p.add_argument("folder", help="回复文件所在文件夹 (folder holding the answer files)")
 
     p = leaf(top, ("serve",), "打开本机网页界面（只在本机 127.0.0.1）", "open the local web UI (127.0.0.1 only)", cmd_serve)
     p.add_argument("--host", default="127.0.0.1", help="地址 (address; default 127.0.0.1)")
@@ -769,13 +784,66 @@ def cmd_status(ctx: Ctx, a: argparse.Namespace) -> int:
             "open_conflicts": int(conn.execute("SELECT COUNT(*) FROM conflicts WHERE status='open'").fetchone()[0]),
             "server": (json.loads(c.meta("server") or "null") or {}).get("url"),  # pinned at enrollment
             "last_sync": _iso_from_ms(c.meta("last_sync_ms")),  # written by field_client.sync
+            "server_offset_ms": int(c.meta("server_offset_ms", "0") or 0),
+            "server_answers": None,
         }
+        if info["server"] and not a.offline:
+            from field_client.sync import SyncAgent
+
+            info["server_answers"] = SyncAgent(c).ping() is not None
     text = ctx.say(
         "status", **{**info, "level": enum_text(Level, info["level"], ctx.lang),
                      "server": info["server"] or ctx.say("not_enrolled"),
-                     "last_sync": short_time(info["last_sync"]) if info["last_sync"] else ctx.say("never_synced")},
+                     "last_sync": short_time(info["last_sync"]) if info["last_sync"] else ctx.say("never_synced"),
+                     "answers": ctx.say({True: "server_answers", False: "server_silent", None: "server_unknown"}[
+                         info["server_answers"]]),
+                     "offset": f"{info['server_offset_ms'] / 1000:+.1f} s"},
     )
     return ctx.done(text, info)
+
+
+def _agent(ctx: Ctx, c: FieldClient, *, server: str | None = None) -> Any:
+    from field_client.sync import HttpTransport, SyncAgent
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not ctx.json and total:
+            ctx.note(ctx.say("progress", stage={"push": "上传 push", "pull": "下载 pull"}.get(stage, stage),
+                             done=done, total=total))
+
+    return SyncAgent(c, HttpTransport(server) if server else None, progress=progress)
+
+
+def cmd_enroll(ctx: Ctx, a: argparse.Namespace) -> int:
+    with ctx.client() as c:
+        info = _agent(ctx, c).enroll(a.code)
+    return ctx.done(ctx.say("enrolled", url=info["url"], node=info["node"]["code"], n=len(info["subtree"])),
+                    {"server": info["url"], "node": info["node"], "subtree": info["subtree"]})
+
+
+def _held_lines(ctx: Ctx, held: list[dict[str, Any]]) -> str:
+    return "".join("\n" + ctx.say("held_op", op=str(h.get("op_id"))[:8], code=h.get("code"), message=h.get("message"))
+                   for h in held)
+
+
+def cmd_sync(ctx: Ctx, a: argparse.Namespace) -> int:
+    with ctx.client() as c:
+        report = _agent(ctx, c, server=a.server).sync()
+    text = ctx.say("synced", envelopes=report.pushed_envelopes, ops=report.pushed_ops, dups=report.duplicates,
+                   pulled=report.pulled_ops, held=len(report.quarantined)) + _held_lines(ctx, report.quarantined)
+    return ctx.done(text, report.__dict__)
+
+
+def cmd_export(ctx: Ctx, a: argparse.Namespace) -> int:
+    with ctx.client() as c:
+        paths = _agent(ctx, c).export_bundle(a.folder)
+    return ctx.done(ctx.say("exported", n=len(paths), folder=a.folder), {"files": [str(p) for p in paths]})
+
+
+def cmd_import(ctx: Ctx, a: argparse.Namespace) -> int:
+    with ctx.client() as c:
+        report = _agent(ctx, c).import_bundle(a.folder)
+    text = ctx.say("imported", pulled=report.pulled_ops, held=len(report.quarantined)) + _held_lines(ctx, report.quarantined)
+    return ctx.done(text, report.__dict__)
 
 
 def cmd_serve(ctx: Ctx, a: argparse.Namespace) -> int:

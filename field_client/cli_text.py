@@ -127,15 +127,26 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "list_headers": ("案件编号|事由|状态|层级|下一期限|期限依据|冲突", "case no.|title|state|level|next due|rule|conflicts"),
     "list_total": ("共 {n} 件。", "{n} case(s)."),
     "voided_mark": ("（已作废）", " (voided)"),
+    "server_answers": ("服务器可连通", "the server answers"),
+    "server_silent": ("服务器连不上", "the server does not answer"),
+    "server_unknown": ("未检查", "not checked"),
+    "enrolled": ("✔ 已注册到县服务器 {url}，本机单位 {node}，辖区 {n} 个单位", "✔ enrolled with {url}; unit {node}; {n} units in scope"),
+    "synced": ("✔ 同步完成：上传 {envelopes} 批 {ops} 条，重复确认 {dups} 批，收到 {pulled} 条，隔离 {held} 条",
+               "✔ synced: sent {envelopes} batch(es) with {ops} op(s), {dups} repeat ack(s), received {pulled}, held {held}"),
+    "held_op": ("  ! 被服务器隔离：{op} {code} {message}", "  ! held by the server: {op} {code} {message}"),
+    "exported": ("✔ 已写出 {n} 个文件到 {folder}（交给乡镇或县里导入）", "✔ wrote {n} file(s) to {folder} (carry them to the township or county)"),
+    "imported": ("✔ 已导入回复：收到 {pulled} 条记录，隔离 {held} 条", "✔ answer imported: {pulled} record(s) received, {held} held"),
+    "progress": ("{stage}：{done}/{total}", "{stage}: {done}/{total}"),
+    "erased": ("本机已被吊销，本地数据已按县服务器指令清除。", "this laptop was revoked; its data was erased on the server's order."),
     "not_enrolled": ("尚未注册（还没有连到县服务器）", "not enrolled (not yet paired with the county server)"),
     "never_synced": ("从未同步（本机的记录都还在本机）", "never (everything recorded is still only on this laptop)"),
     "status": (
         "设备：{device_id}\n单位：{node} {node_name}（{level}）\n使用人：{user}\n数据文件夹：{data}\n"
         "待上传的记录：{pending_ops} 条（共 {ops} 条）\n案件：{cases} 件\n未解决的冲突：{open_conflicts} 个\n"
-        "县服务器：{server}\n上次同步：{last_sync}",
+        "县服务器：{server}（{answers}）\n上次同步：{last_sync}\n与服务器的时钟差：{offset}",
         "device: {device_id}\nunit: {node} {node_name} ({level})\nuser: {user}\ndata folder: {data}\n"
         "records waiting to upload: {pending_ops} (of {ops})\ncases: {cases}\nopen conflicts: {open_conflicts}\n"
-        "county server: {server}\nlast sync: {last_sync}",
+        "county server: {server} ({answers})\nlast sync: {last_sync}\nclock offset to the server: {offset}",
     ),
     # case show
     "sec_parties": ("当事人", "Parties"),
