@@ -27,7 +27,7 @@ test: venv
 	HYPOTHESIS_PROFILE=ci $(VPY) -m pytest -q
 
 run: venv
-	$(VENV)/bin/python -m field_client.demo --data demo-data
+	$(VENV)/bin/sync-server demo --data demo-data
 
 bench: venv
 	$(VPY) -m bench

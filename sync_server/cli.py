@@ -227,6 +227,13 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 # ---- parser ----
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sync_server import demo
+
+    argv = ["--data", args.data, "--cases", str(args.cases)] + (["--no-serve"] if args.no_serve else [])
+    return demo.main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sync-server", description="民情 县服务器 (Minqing county server)")
     p.add_argument("--version", action="version", version=f"sync-server {__version__}")
@@ -292,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", help="姓名 (display name)")
     sp.add_argument("--confidential", action="store_true", help="可查看检举控告人身份 (may see reporters' identities)")
     add(usub, "list", "列出用户 (list users)", cmd_user_list)
+    sp = sub.add_parser("demo", help="演示县：服务器加四台笔记本，并启动服务 (build and serve a demo county)",
+                        description="演示县：服务器加四台笔记本，并启动服务 (build and serve a demo county)")
+    sp.add_argument("--data", default="demo-data", help="演示数据目录，会被重建 (demo folder; rebuilt each run)")
+    sp.add_argument("--cases", type=int, default=12, help="每台村级笔记本的案件数 (cases per village laptop)")
+    sp.add_argument("--no-serve", action="store_true", help="只生成数据 (build only)")
+    sp.set_defaults(func=cmd_demo)
     return p
 
 

@@ -1,29 +1,33 @@
-"""The demo that `make run` starts builds real laptops that converge, with both conflict kinds."""
+"""The demo county that `make run` starts: laptops that converge through the server, both conflict kinds."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-from field_client import demo
+from sync_server import demo
 
 
-def test_demo_laptops_converge_and_surface_both_kinds_of_conflict(tmp_path: Path) -> None:
+def test_demo_laptops_match_the_server_and_surface_both_kinds_of_conflict(tmp_path: Path) -> None:
     out = io.StringIO()
-    laptops = demo.build(tmp_path, cases=4, out=out)
+    store, laptops = demo.build(tmp_path, cases=4, out=out)
     try:
-        assert demo.report(laptops, out=out) is True
-        assert len({lap.replica.digest() for lap in laptops}) == 1
-        conflicts = laptops[2].replica.conflicts(status="open")
+        assert demo.report(store, laptops, out=out) is True
+        conflicts = store.replica.conflicts(status="open")
         kinds = {c["kind"]: c for c in conflicts}
         assert set(kinds) == {"concurrent_edit", "invalid_transition"}
         assert kinds["invalid_transition"]["reason"] == "transition.level_too_low"
         assert kinds["concurrent_edit"]["field"] == "title"
-        # laptop 3 never saw the shared case offline, yet shows both titles from its op log
-        detail = laptops[2].case_detail(kinds["concurrent_edit"]["case_id"])
+        # the township laptop never saw the case offline; it arrived with its whole history
+        township = laptops[3]
+        detail = township.case_detail(kinds["concurrent_edit"]["case_id"])
         titles = {v["value"] for c in detail["conflicts"] for v in c["values"] if c["field"] == "title"}
-        assert titles == {"灌溉水渠改道纠纷（东村）", "水渠纠纷（西村版本）"}
+        assert titles == {"灌溉水渠改道纠纷（李明记录）", "水渠纠纷（赵芳记录）"}
+        # the 西镇 laptop sees none of 东镇's cases
+        assert laptops[2].replica.conflicts() == []
+        assert store.replica.verify_rebuild() == []
     finally:
+        store.close()
         for lap in laptops:
             lap.close()
 
