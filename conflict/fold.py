@@ -100,7 +100,7 @@ class EntityFold:
         f.void = state["void"]
         f.life = state["life"]
         f.conflicts = state["conflicts"]
-        f.max = tuple(state["max"]) if state["max"] else None  # type: ignore[assignment]
+        f.max = tuple(state["max"]) if state["max"] else None
         f.created = state["created"]
         return f
 

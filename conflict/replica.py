@@ -177,9 +177,9 @@ class Replica:
 
     def _create_schema(self) -> None:
         db = sqlite_utils.Database(self.conn)
-        db["meta"].create({"key": str, "value": str}, pk="key")
-        db["meta"].insert({"key": "replica_format", "value": str(REPLICA_FORMAT)})
-        db["ops"].create(
+        db.table("meta").create({"key": str, "value": str}, pk="key")
+        db.table("meta").insert({"key": "replica_format", "value": str(REPLICA_FORMAT)})
+        db.table("ops").create(
             {
                 "seq": int, "op_id": str, "stamp": str, "device": str, "author": str,
                 "entity": str, "entity_id": str, "case_id": str, "kind": str, "vals": str,
@@ -188,26 +188,26 @@ class Replica:
             pk="seq",
             not_null={"op_id", "stamp", "entity", "entity_id", "case_id", "kind"},
         )
-        db["ops"].create_index(["op_id"], unique=True)
-        db["ops"].create_index(["entity_id", "stamp"])
-        db["ops"].create_index(["case_id", "stamp"])
+        db.table("ops").create_index(["op_id"], unique=True)
+        db.table("ops").create_index(["entity_id", "stamp"])
+        db.table("ops").create_index(["case_id", "stamp"])
         self._create_fold_tables(db)
 
     def _create_fold_tables(self, db: sqlite_utils.Database) -> None:
         for spec in ENTITIES.values():
-            db[spec.table].create(entity_columns(spec), pk="id")
+            db.table(spec.table).create(entity_columns(spec), pk="id")
             if spec.name == "case":
-                db[spec.table].create_index(["state"])
-                db[spec.table].create_index(["level", "node"])
-                db[spec.table].create_index(["origin_node"])
+                db.table(spec.table).create_index(["state"])
+                db.table(spec.table).create_index(["level", "node"])
+                db.table(spec.table).create_index(["origin_node"])
             else:
-                db[spec.table].create_index(["case_id"])
-        db["conflicts"].create(
+                db.table(spec.table).create_index(["case_id"])
+        db.table("conflicts").create(
             {c: str for c in CONFLICT_COLUMNS}, pk="id", not_null={"entity_id", "status"}
         )
-        db["conflicts"].create_index(["case_id"])
-        db["conflicts"].create_index(["status"])
-        db["conflicts"].create_index(["entity_id"])
+        db.table("conflicts").create_index(["case_id"])
+        db.table("conflicts").create_index(["status"])
+        db.table("conflicts").create_index(["entity_id"])
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -460,7 +460,7 @@ class Replica:
         return int(self.conn.execute("SELECT COUNT(*) FROM ops").fetchone()[0])
 
     def op_pairs(self) -> list[tuple[str, str]]:
-        return [tuple(r) for r in self.conn.execute("SELECT op_id, stamp FROM ops")]  # type: ignore[misc]
+        return [tuple(r) for r in self.conn.execute("SELECT op_id, stamp FROM ops")]
 
     def digest(self) -> str:
         """The op-set digest (over op ids and stamps only)."""

@@ -45,7 +45,7 @@ MSG_REQUIRED = "缺少必填值 / missing required value"
 MSG_TYPE = "类型不对 / wrong type"
 MSG_NULL = "不能为空 / may not be null"
 MSG_UNKNOWN = "未知字段 / unknown field"
-FIELD_MESSAGES = {"required": MSG_REQUIRED, "invalid": MSG_TYPE, "null": MSG_NULL}
+FIELD_MESSAGES: dict[str, str | list[Any] | dict[Any, Any]] = {"required": MSG_REQUIRED, "invalid": MSG_TYPE, "null": MSG_NULL}
 
 
 def _id_checksum_ok(value: str) -> bool:
@@ -183,7 +183,7 @@ def values_schema(entity: str, kind: str, allow_sealed: bool, keep_unknown: bool
 
 
 def _transition_schema() -> Schema:
-    declared = {
+    declared: dict[str, fields.Field] = {
         "action": fields.String(required=True, error_messages=FIELD_MESSAGES),
         "acting_level": fields.String(
             required=True, validate=validate.OneOf(Level.values()), error_messages=FIELD_MESSAGES
@@ -484,8 +484,9 @@ def check_op(op: Op, *, allow_sealed: bool = False) -> None:
         _run(VOID_SCHEMA, op.values, "values", where)
     elif kind == OpKind.RESOLVE:
         _run(RESOLVE_SCHEMA, op.values, "values", where)
-        name = op.values.get("field")
-        if name is not None:
+        resolved_field = op.values.get("field")
+        if resolved_field is not None:
+            name = str(resolved_field)
             fs = spec.field_map.get(name)
             if fs is None or fs.create_only or fs.immutable or fs.kind == "set":
                 raise _bad(
@@ -512,7 +513,7 @@ def check_op(op: Op, *, allow_sealed: bool = False) -> None:
                 "values.field",
             )
         if fs.enum is not None:
-            bad = [i for i in op.values["items"] if i not in fs.enum.values()]
+            bad = [i for i in op.values["items"] if i not in fs.enum._value2member_map_]
             if bad:
                 raise _bad("op.bad_value", f"{where}: unknown items {bad}", "values.items")
         if op.base:
