@@ -61,6 +61,7 @@ class FieldClient:
         self.sealer = keystore.Sealer(keys.data_key)
         self.clock = clock
         self._ensure_tables()
+        self._catch_up_clock()
 
     # ---- making and opening a device ----
 
@@ -133,6 +134,21 @@ class FieldClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _catch_up_clock(self) -> None:
+        """Start the device's clock after every stamp already in the op log (read once on open).
+
+        Ops can reach the replica by other routes than sync (a bundle, a restored file); a
+        new edit must still sort after what the person saw, or a resolution could lose.
+        """
+        newest = self.replica.max_stamp()
+        known = self.meta("hlc_last")
+        if newest and (known is None or parse(newest) > parse(known)):
+            from conflict.hlc import receive
+
+            caught, _ = receive(parse(known) if known else None, parse(newest), self.wall_ms(), self.device_id)
+            with self.replica.transaction():
+                self._set_meta("hlc_last", caught.encode())
 
     def _ensure_tables(self) -> None:
         c = self.replica.conn
