@@ -1,7 +1,8 @@
-"""Run the benchmarks: ``python -m bench [replica] [--quick] [options]`` (``make bench``).
+"""Run the benchmarks: ``python -m bench [NAME ...] [--quick] [options]`` (``make bench``).
 
 Prints the machine and the date, checks the workload generator, then runs every bench
-(or the ones named). See ``bench/README.md`` for the recorded figures.
+(or the ones named: replica, client, caseload, sync). See ``bench/README.md`` for the
+recorded figures.
 """
 
 from __future__ import annotations
@@ -13,11 +14,21 @@ import sqlite3
 import sys
 from datetime import datetime
 
-from bench import replica_apply, workload
+from bench import caseload_page, client_record, replica_apply, sync_week, workload
 
-BENCHES = {"replica": "Replica.apply of a realistic op stream vs plain executemany"}
+BENCHES = {
+    "replica": "Replica.apply of a realistic op stream vs plain executemany",
+    "client": "ops recorded through FieldClient's API vs Replica.apply of the same sealed ops",
+    "caseload": "GET /cases for a laptop holding 5,000 cases vs the bare SQL behind it",
+    "sync": "one village's week: bytes (ours, plain JSON, CouchDB-style), 2G-proxy sync time, merge rate",
+}
 FULL_OPS = 100_000
 QUICK_OPS = 10_000
+FULL_CLIENT_OPS = 10_000
+QUICK_CLIENT_OPS = 2_000
+FULL_RENDERS = 20
+QUICK_RENDERS = 5
+CASES = 5_000
 
 
 def machine() -> str:
@@ -43,21 +54,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("benches", nargs="*", metavar="bench",
                    help=f"which benches to run (default all): {', '.join(BENCHES)}")
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_OPS:,} ops instead of {FULL_OPS:,}")
-    p.add_argument("--ops", type=int, help="number of ops (overrides --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"replica {QUICK_OPS:,} ops instead of {FULL_OPS:,}; client {QUICK_CLIENT_OPS:,} instead "
+                        f"of {FULL_CLIENT_OPS:,}; caseload {QUICK_RENDERS} renders instead of {FULL_RENDERS}; "
+                        "sync one round instead of --repeat")
+    p.add_argument("--ops", type=int, help="replica: number of ops (overrides --quick)")
+    p.add_argument("--client-ops", type=int, help="client: ops to record (overrides --quick)")
+    p.add_argument("--cases", type=int, default=CASES, help=f"caseload: cases on the laptop (default {CASES:,})")
+    p.add_argument("--renders", type=int, help="caseload: timed renders per filter (overrides --quick)")
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="rounds on fresh files; medians are reported (default 3)")
+    p.add_argument("--repeat", type=int,
+                   help="rounds on fresh files; medians are reported (default 3; sync: 1 with --quick)")
     p.add_argument("--dir", help="where to put the database files (default: the temp dir)")
     p.add_argument("--no-verify", action="store_true", help="skip verify_rebuild after round 1")
     p.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="profile round 1's replica step; print the top N entries by cumtime")
+                   help="profile round 1's replica step (client: the client's recording; sync: the server's "
+                        "merge); print the top N entries by cumtime")
     args = p.parse_args(argv)
     unknown = [b for b in args.benches if b not in BENCHES]
     if unknown:
         p.error(f"unknown bench {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
     names = args.benches or list(BENCHES)
     n_ops = args.ops or (QUICK_OPS if args.quick else FULL_OPS)
+    repeat = max(1, args.repeat or 3)
 
     print(f"minqing bench  {datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"machine: {machine()}")
@@ -69,10 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if name == "replica":
             result = replica_apply.run(
-                n_ops, seed=args.seed, repeat=max(1, args.repeat), verify=not args.no_verify,
+                n_ops, seed=args.seed, repeat=repeat, verify=not args.no_verify,
                 profile=args.profile, directory=args.dir,
             )
             replica_apply.report(result)
+        elif name == "client":
+            client_ops = args.client_ops or (QUICK_CLIENT_OPS if args.quick else FULL_CLIENT_OPS)
+            client_record.report(client_record.run(
+                client_ops, seed=args.seed, repeat=repeat, profile=args.profile, directory=args.dir))
+        elif name == "caseload":
+            renders = args.renders or (QUICK_RENDERS if args.quick else FULL_RENDERS)
+            caseload_page.report(caseload_page.run(
+                args.cases, renders=renders, seed=args.seed, directory=args.dir))
+        elif name == "sync":
+            rounds = args.repeat or (1 if args.quick else 3)
+            sync_week.report(sync_week.run(
+                seed=args.seed, repeat=max(1, rounds), profile=args.profile, directory=args.dir))
         print(f"after: {load()}")
         print(flush=True)
     return 0
