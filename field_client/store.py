@@ -384,6 +384,22 @@ class FieldClient:
                     out[name] = mask(out[name])
         return out
 
+    def list_cases_page(
+        self,
+        *,
+        page: int = 1,
+        per_page: int = 100,
+        **filters: Any,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the caseload and the number of matching cases (titles opened for the page only)."""
+        rows = self.list_cases(limit=10**9, decrypt=False, **filters)
+        pages = max(1, -(-len(rows) // per_page))
+        page = min(max(1, page), pages)  # past the end: the last page
+        chunk = rows[(page - 1) * per_page : page * per_page]
+        for row in chunk:
+            row["title"] = self.sealer.open_value("case", "title", row["title"])
+        return chunk, len(rows)
+
     def list_cases(
         self,
         *,
@@ -394,6 +410,7 @@ class FieldClient:
         sort: str = "due",
         limit: int = 200,
         offset: int = 0,
+        decrypt: bool = True,
     ) -> list[dict[str, Any]]:
         """My caseload, filtered; sorted by the next due date (soonest first) by default."""
         q = (
@@ -417,11 +434,14 @@ class FieldClient:
             row["next_due"] = due.due if due else None
             row["next_due_rule"] = due.zh if due else None
             row["tags"] = json.loads(row["tags"] or "[]")
-            row["title"] = self.sealer.open_value("case", "title", row["title"])
             rows.append(row)
         if sort == "due":
             rows.sort(key=lambda r: (r["next_due"] is None, r["next_due"] or "", r["case_no"]))
-        return rows[offset : offset + limit]
+        rows = rows[offset : offset + limit]
+        if decrypt:
+            for row in rows:
+                row["title"] = self.sealer.open_value("case", "title", row["title"])
+        return rows
 
     def case_detail(self, case_id: str, *, unmask: bool = False) -> dict[str, Any]:
         """Everything about one case: its row, records, deadlines, timeline, conflicts."""

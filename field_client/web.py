@@ -769,6 +769,9 @@ def _filters() -> dict[str, str]:
     return out
 
 
+PER_PAGE = 100  # cases per caseload page
+
+
 @bp.route("/cases")
 @needs_unlock
 def cases() -> str:
@@ -776,8 +779,13 @@ def cases() -> str:
     filters = _filters()
     sort = "received" if request.args.get("sort") == "received" else "due"
     include_voided = request.args.get("voided") == "1"
-    rows = c.list_cases(state=filters.get("state"), category=filters.get("category"), level=filters.get("level"),
-                        sort=sort, include_voided=include_voided)
+    page_arg = request.args.get("page", "1")
+    page = int(page_arg) if page_arg.isdigit() and int(page_arg) > 0 else 1
+    rows, total = c.list_cases_page(page=page, per_page=PER_PAGE, state=filters.get("state"),
+                                    category=filters.get("category"), level=filters.get("level"),
+                                    sort=sort, include_voided=include_voided)
+    pages = max(1, -(-total // PER_PAGE))
+    page = min(page, pages)
     now = datetime.fromtimestamp(c.clock(), CHINA)
     for row in rows:
         row["due_class"] = due_class(row["next_due"], now)
@@ -785,6 +793,8 @@ def cases() -> str:
         row["due_label"] = rule_label(due.rule, due.zh) if due else ""
     return render_template(
         "cases.html", rows=rows, filters=filters, sort=sort, include_voided=include_voided,
+        total=total, page=page, pages=pages,
+        page_args={**filters, **({"sort": sort} if sort != "due" else {}), **({"voided": "1"} if include_voided else {})},
         states=enum_options(E.State), categories=enum_options(E.Category), levels=enum_options(E.Level),
     )
 

@@ -292,6 +292,23 @@ def test_list_sorts_by_the_next_due_date(ui: UI, fc: FieldClient, clock: Clock) 
     assert late and soon
 
 
+def test_a_long_caseload_pages_so_every_case_can_be_reached(ui: UI, fc: FieldClient) -> None:
+    for i in range(230):
+        new_case(fc, title=f"案件{i:03d}号", category="complaint" if i % 2 else "dispute",
+                 subject="wage_arrears" if i % 2 else "neighbour")
+    first = ui.get("/cases").visible()
+    assert "共 230 件" in first and "第 1 页，共 3 页" in first and "下一页" in first
+    seen: set[str] = set()
+    for n in (1, 2, 3):
+        text = ui.get(f"/cases?page={n}").visible()
+        seen |= {f"案件{i:03d}号" for i in range(230) if f"案件{i:03d}号" in text}
+    assert len(seen) == 230
+    last = ui.get("/cases?page=99").visible()  # past the end: the last page
+    assert "第 3 页，共 3 页" in last and "上一页" in last
+    filtered = ui.get("/cases?category=complaint&page=2").visible()
+    assert "共 115 件" in filtered and "第 2 页，共 2 页" in filtered
+
+
 def test_an_ignored_filter_value_does_not_break_the_list(ui: UI, fc: FieldClient) -> None:
     new_case(fc)
     page = ui.get("/cases?state=bogus&level=<script>")
