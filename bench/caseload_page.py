@@ -237,5 +237,5 @@ def report(r: dict[str, Any], out: Any = None) -> None:
     w(f"  list_cases (default filter) taken apart, one pass over {int(s['rows'])} rows: "
       + ", ".join(f"{k.replace('_', ' ')} {1000 * v:.1f} ms ({100 * v / total:.0f}%)"
                   for k, v in s.items() if k != "rows") + "\n")
-    w("  one render = list_cases over every matching row (decrypt, next_due, sort), then the first 200 "
-      "rows (list_cases' default limit) rendered; the page has no next-page link\n")
+    w("  one render = list_cases_page: every matching row dated and sorted, titles opened and rows rendered "
+      "for one page of 100, with previous/next links\n")
