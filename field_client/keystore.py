@@ -95,6 +95,17 @@ def _wrap(info: dict[str, Any], secrets: dict[str, str], passphrase: str) -> dic
     }
 
 
+def _write_keyfile(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``device.json`` whole or not at all (mode 0600, fsync, atomic rename)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, ensure_ascii=False, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def create(data_dir: str | Path, passphrase: str, info: dict[str, Any]) -> DeviceKeys:
     """Make a new device's keys and write ``device.json`` (never over an existing one)."""
     path = keyfile_path(data_dir)
@@ -115,13 +126,7 @@ def create(data_dir: str | Path, passphrase: str, info: dict[str, Any]) -> Devic
     secrets = {"data_key": b64(data_key), "x25519": b64(_raw_private(x)), "ed25519": b64(_raw_private(ed))}
     doc = _wrap(full, secrets, passphrase)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, ensure_ascii=False, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _write_keyfile(path, doc)
     return DeviceKeys(full, data_key, x, ed)
 
 
@@ -180,13 +185,7 @@ def update_info(data_dir: str | Path, keys: DeviceKeys, passphrase: str, **chang
     }
     doc = _wrap(info, secrets, passphrase)
     path = keyfile_path(data_dir)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, ensure_ascii=False, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _write_keyfile(path, doc)
     return DeviceKeys(info, keys.data_key, keys.x25519, keys.ed25519)
 
 
