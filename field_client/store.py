@@ -483,11 +483,11 @@ class FieldClient:
 
     def _conflict_values(self, c: Mapping[str, Any]) -> list[dict[str, Any]]:
         out = []
+        by_id = {op.op_id: op for op in self.replica.ops_for_entity(c["entity"], c["entity_id"])}
         for op_id in c["op_ids"]:
-            rows = [op for op in self.replica.ops_for_entity(c["entity"], c["entity_id"]) if op.op_id == op_id]
-            if not rows:
+            if op_id not in by_id:
                 continue
-            op = self.sealer.open_op(rows[0])
+            op = self.sealer.open_op(by_id[op_id])
             value = op.values.get(c["field"]) if op.kind != "resolve" else op.values.get("value")
             if op.kind == "transition":
                 value = op.values.get("action")

@@ -117,17 +117,17 @@ def record_fortnight(client: FieldClient, clock: Clock, rnd: random.Random, n_ca
         )
         ids.append(cid)
         clock.advance(rnd.randint(600, 86400))
-        client.add_record("visit", cid, {"kind": rnd.choice(["home", "walk"]), "visited_at": _iso(clock),
+        client.add_record("visit", cid, {"kind": rnd.choice(["home", "walk"]), "visited_at": now_iso(clock),
                                           "visitor": client.user, "summary": "上门了解情况，做好记录。"})
         if rnd.random() < 0.85:
             client.transition(cid, "accept")
-            client.add_record("notice", cid, {"kind": "acceptance", "served_at": _iso(clock)[:10]})
+            client.add_record("notice", cid, {"kind": "acceptance", "served_at": now_iso(clock)[:10]})
             client.transition(cid, "start")
         if category == "dispute" and rnd.random() < 0.6:
             clock.advance(rnd.randint(3600, 3 * 86400))
             agreed = rnd.random() < 0.7
             client.add_record("mediation", cid, {
-                "kind": "people", "mediator": client.user, "held_at": _iso(clock), "place": "村调解室",
+                "kind": "people", "mediator": client.user, "held_at": now_iso(clock), "place": "村调解室",
                 "outcome": "agreement" if agreed else "no_agreement",
                 "agreement_form": rnd.choice(["written", "oral"]) if agreed else None,
                 "terms": "双方同意按原界址重新立界，费用各半。" if agreed else None,
@@ -139,17 +139,13 @@ def record_fortnight(client: FieldClient, clock: Clock, rnd: random.Random, n_ca
         if rnd.random() < 0.15 and "escalate" in client.case_detail(cid)["allowed_actions"]:
             client.report_up(cid, _parent(client), "村级难以化解，上报乡镇")
         if rnd.random() < 0.3:
-            client.add_record("note", cid, {"text": "已电话联系当事人，约定下周再谈。", "written_at": _iso(clock)})
+            client.add_record("note", cid, {"text": "已电话联系当事人，约定下周再谈。", "written_at": now_iso(clock)})
     return ids
 
 
 def _parent(client: FieldClient) -> str:
     """The laptop's next level up, as the server told it at enrollment."""
     return str(json.loads(client.meta("server") or "{}")["ancestors"][0]["code"])
-
-
-def _iso(clock: Clock) -> str:
-    return now_iso(clock)
 
 
 def build(root: Path, *, cases: int = 12, seed: int = 2026, out: Any = sys.stdout) -> tuple[ServerStore, list[FieldClient]]:

@@ -57,6 +57,10 @@ def _refuse(store: ServerStore, exc: MinqingError, *, device: str | None, seq: i
     return exc
 
 
+def _chunked(items: list[str], n: int) -> list[list[str]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
 @dataclass(frozen=True)
 class PushResult:
     answer: bytes
@@ -306,7 +310,11 @@ class SyncService:
         """Apply ops held as ``sync.case_unknown`` whose case has now arrived within scope."""
         if not cases:
             return 0
-        held = [q for q in self.store.quarantined("held") if q["code"] == "sync.case_unknown" and q["case_id"] in cases]
+        held = [
+            q
+            for chunk in _chunked(sorted(cases), 500)
+            for q in self.store.quarantined("held", code="sync.case_unknown", case_ids=chunk)
+        ]
         if not held:
             return 0
         lookup = self._case_lookup(self.store.conn)

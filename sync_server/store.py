@@ -190,13 +190,25 @@ class ServerStore:
 
     # ---- quarantine ----
 
-    def quarantined(self, status: str | None = "held") -> list[dict[str, Any]]:
+    def quarantined(
+        self, status: str | None = "held", *, code: str | None = None, case_ids: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Held (or all) ops, optionally only those of one code and of some cases (indexed)."""
         q = ("SELECT id, op_id, ledger_seq, device, case_id, code, message, op, status, held_ms, "
-             "released_ms, released_by FROM quarantine")
-        params: tuple[Any, ...] = ()
+             "released_ms, released_by FROM quarantine WHERE 1=1")
+        params: list[Any] = []
         if status:
-            q += " WHERE status=?"
-            params = (status,)
+            q += " AND status=?"
+            params.append(status)
+        if code:
+            q += " AND code=?"
+            params.append(code)
+        if case_ids is not None:
+            ids = list(case_ids)
+            if not ids:
+                return []
+            q += f" AND case_id IN ({', '.join('?' * len(ids))})"
+            params.extend(ids)
         cols = ("id", "op_id", "ledger_seq", "device", "case_id", "code", "message", "op", "status",
                 "held_ms", "released_ms", "released_by")
         rows = []
