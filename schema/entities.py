@@ -189,9 +189,31 @@ NOTE = EntitySpec(
     ),
 )
 
+ALERT = EntitySpec(
+    "alert",
+    "alerts",
+    "督办记录",
+    (
+        F("kind", "enum", "类型", required=True, enum=E.AlertKind),
+        F("raised_at", "datetime", "发出时间", required=True),
+        F("rule", "str", "时限规则", max_len=64),
+        F("due", "datetime", "期限"),
+        F("start_event", "str", "起算事件", max_len=64),
+        F("start", "datetime", "起算时间"),
+        F("message", "text", "说明", max_len=5000),
+        F("related_case", "ref", "关联案件"),
+        F("related_op", "str", "相关操作", max_len=32),
+        F("withdrawn_at", "datetime", "撤销时间"),
+        F("withdrawn_reason", "text", "撤销原因", max_len=5000),
+    ),
+)
+"""Written only by the county server (its sweep); a laptop's op on an alert is quarantined."""
+
+SERVER_ONLY_ENTITIES: frozenset[str] = frozenset({"alert"})
+
 ENTITIES: dict[str, EntitySpec] = {
     s.name: s
-    for s in (CASE, PARTY, VISIT, MEDIATION, NOTICE, LEADER_ASSIGNMENT, EVALUATION, NOTE)
+    for s in (CASE, PARTY, VISIT, MEDIATION, NOTICE, LEADER_ASSIGNMENT, EVALUATION, NOTE, ALERT)
 }
 
 # Columns the fold keeps on the case row besides its fields (moved by transitions only).

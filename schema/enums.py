@@ -207,6 +207,42 @@ class ConflictKind(LabeledEnum):
     INVALID_TRANSITION = "invalid_transition", "无效流转", "invalid transition"
 
 
+class Colour(LabeledEnum):
+    """五色预警: a case's warning colour (DOMAIN.md "Warnings"; thresholds in the county rules)."""
+
+    GREEN = "green", "绿色", "green"
+    BLUE = "blue", "蓝色", "blue"
+    YELLOW = "yellow", "黄色", "yellow"
+    ORANGE = "orange", "橙色", "orange"
+    RED = "red", "红色", "red"
+
+
+COLOUR_ORDER: dict[str, int] = {"green": 0, "blue": 1, "yellow": 2, "orange": 3, "red": 4}
+
+
+class ObligationState(LabeledEnum):
+    """时限状态: where one obligation of a case stands at a given time."""
+
+    PENDING = "pending", "未到期", "pending"
+    MET = "met", "已完成", "met"
+    OVERDUE = "overdue", "已超期", "overdue"
+    AWAITING_SYNC = "awaiting_sync", "待同步确认", "awaiting sync"
+    WITHDRAWN = "withdrawn", "已撤销", "withdrawn"
+
+
+class AlertKind(LabeledEnum):
+    """督办记录类型: what the county server's sweep recorded on a case (server ops only)."""
+
+    WARNING = "warning", "临期预警", "deadline warning"
+    OVERDUE = "overdue", "超期", "overdue"
+    ESCALATED = "escalated", "超期上报", "escalated on deadline"
+    FOLLOW_UP_REQUIRED = "follow_up_required", "需回访", "follow-up visit required"
+    REPEAT = "repeat", "重复信访", "repeat petition"
+    SKIP_LEVEL = "skip_level", "越级访", "skip-level petition"
+    FINAL_REFILED = "final_refiled", "已终结事项再次信访", "petition on a finalised matter"
+    CLOCK_SKEW = "clock_skew", "设备时钟偏差", "device clock skew"
+
+
 class CaseTag(LabeledEnum):
     """案件标记 (an add-wins set on the case)."""
 

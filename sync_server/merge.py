@@ -9,6 +9,7 @@ Hold codes (docs/sync.md "Scope"):
   ``op.*``                 the op failed validation (its own code)
   ``sync.foreign_author``  the op names another device as its author
   ``sync.acting_level``    a transition acts at a level other than the device's
+  ``sync.server_only``     the op writes an entity only the server writes (``alert``)
   ``sync.out_of_scope``    the case lies outside the device's jurisdiction subtree
   ``sync.case_unknown``    the server has no such case yet (released automatically when
                            the case arrives and lies in scope)
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from schema.entities import SERVER_ONLY_ENTITIES
 from schema.errors import OpInvalid
 from schema.ops import ChangeSet, Op
 
@@ -66,6 +68,9 @@ def plan_changeset(
         raw = op.to_dict()
         if op.device != device["device_id"]:
             plan.hold.append((raw, "sync.foreign_author", f"op authored by {op.device}, sent by {device['device_id']}"))
+            continue
+        if op.entity in SERVER_ONLY_ENTITIES:
+            plan.hold.append((raw, "sync.server_only", f"{op.entity} records are written by the county server only"))
             continue
         if op.kind == "transition" and op.values.get("acting_level") != device["level"]:
             plan.hold.append((raw, "sync.acting_level",

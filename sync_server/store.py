@@ -13,6 +13,11 @@ Server tables:
   ``refusals``       every refused attempt, with its code
   ``device_cases``   which cases each device has been sent, at which cursor
   ``server_meta``    the server's HLC and settings
+  ``case_status``    each case's obligations, colour and next due time, kept by the sweep
+                     (sync_server.sweep; docs/deadlines.md); ``next_at_ms`` is the index
+                     the sweep reads instead of scanning every case
+  ``person_keys``    keyed hashes of parties' normalised ID numbers / name+phone, for
+                     repeat and skip-level detection (never the raw number)
 """
 
 from __future__ import annotations
@@ -64,6 +69,16 @@ CREATE INDEX IF NOT EXISTS refusals_device ON refusals(device, at_ms);
 CREATE TABLE IF NOT EXISTS device_cases (
   device_id TEXT NOT NULL, case_id TEXT NOT NULL, sent_cursor INTEGER NOT NULL,
   PRIMARY KEY (device_id, case_id));
+CREATE TABLE IF NOT EXISTS case_status (
+  case_id TEXT PRIMARY KEY, next_at_ms INTEGER, next_due TEXT, next_rule TEXT,
+  colour TEXT NOT NULL DEFAULT 'green', overdue INTEGER NOT NULL DEFAULT 0,
+  awaiting_sync INTEGER NOT NULL DEFAULT 0, backlog INTEGER NOT NULL DEFAULT 0,
+  obligations TEXT NOT NULL DEFAULT '[]', flags TEXT NOT NULL DEFAULT '[]', evaluated_ms INTEGER);
+CREATE INDEX IF NOT EXISTS case_status_next ON case_status(next_at_ms) WHERE next_at_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS case_status_colour ON case_status(colour);
+CREATE TABLE IF NOT EXISTS person_keys (key TEXT NOT NULL, case_id TEXT NOT NULL, party_id TEXT NOT NULL,
+  PRIMARY KEY (key, case_id, party_id));
+CREATE INDEX IF NOT EXISTS person_keys_case ON person_keys(case_id);
 CREATE TABLE IF NOT EXISTS op_flags (op_id TEXT NOT NULL, flag TEXT NOT NULL, at_ms INTEGER,
   PRIMARY KEY (op_id, flag));
 """

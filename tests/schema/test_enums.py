@@ -81,6 +81,7 @@ def test_the_entities_are_those_of_the_contract() -> None:
         "leader_assignment",
         "evaluation",
         "note",
+        "alert",
     ]
 
 
