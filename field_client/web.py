@@ -177,12 +177,17 @@ FIELD_EN: dict[str, dict[str, str]] = {
     },
     "evaluation": {"rating": "Rating", "evaluated_at": "Evaluated at", "comment": "Comment"},
     "note": {"text": "Note", "written_at": "Written at"},
+    "alert": {
+        "kind": "Kind", "raised_at": "Raised at", "rule": "Deadline rule", "due": "Due",
+        "start_event": "Counted from", "start": "Start", "message": "Message", "related_case": "Related case",
+        "related_op": "Related record", "withdrawn_at": "Withdrawn at", "withdrawn_reason": "Why withdrawn",
+    },
 }
 
 ENTITY_EN: dict[str, str] = {
     "case": "Case", "party": "Party", "visit": "Visit", "mediation": "Mediation",
     "notice": "Notice", "leader_assignment": "Leader assignment", "evaluation": "Evaluation",
-    "note": "Note",
+    "note": "Note", "alert": "County alert",
 }
 
 

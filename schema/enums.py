@@ -228,6 +228,7 @@ class ObligationState(LabeledEnum):
     OVERDUE = "overdue", "已超期", "overdue"
     AWAITING_SYNC = "awaiting_sync", "待同步确认", "awaiting sync"
     WITHDRAWN = "withdrawn", "已撤销", "withdrawn"
+    LAPSED = "lapsed", "已届满", "lapsed (a window closed unused)"
 
 
 class AlertKind(LabeledEnum):

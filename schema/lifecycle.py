@@ -10,6 +10,9 @@ Rules beyond the table:
   * the acting level (village / township / county) must be at least the case's level:
     a village cannot act on a case that has been reported up (``transition.level_too_low``);
   * ``escalate`` (上报) raises the level by one and needs ``to_node``; not beyond county;
+    with ``from_level`` (the server's deadline escalations carry it) it applies only while
+    the case is still at that level (``transition.level_changed``), so an escalation
+    decided on old information never lifts a case twice;
   * ``extend`` (延期) is allowed once, at most 30 days (信访工作条例 Art. 34);
   * ``decide`` / ``decide_review`` / ``decide_rereview`` carry a ``decision``;
   * a voided case takes no transitions.
@@ -140,6 +143,10 @@ def apply_transition(
     if action == A.ESCALATE:
         if level not in NEXT_LEVEL:
             raise refuse("already_top_level", "the case is already at county level")
+        expected = values.get("from_level")
+        if expected is not None and expected != level:
+            raise refuse("level_changed", f"the case is no longer at {expected} level (now {level})",
+                         from_level=expected, case_level=level)
         new["level"] = NEXT_LEVEL[level]
         new["node"] = values["to_node"]
         new["level_since"] = occurred_at

@@ -189,6 +189,7 @@ def _transition_schema() -> Schema:
             required=True, validate=validate.OneOf(Level.values()), error_messages=FIELD_MESSAGES
         ),
         "to_node": fields.String(validate=validate.Length(min=1, max=32)),
+        "from_level": fields.String(validate=validate.OneOf(Level.values())),
         "decision": fields.String(validate=validate.OneOf(Decision.values())),
         "days": StrictInt(validate=validate.Range(1, lifecycle.MAX_EXTENSION_DAYS)),
         "reason": fields.String(validate=validate.Length(max=2000)),

@@ -86,7 +86,7 @@ class PingAnswer(Schema):
 def service() -> SyncService:
     if "sync_service" not in g:
         g.sync_store = ServerStore(current_app.config["DATA_DIR"])
-        g.sync_service = SyncService(g.sync_store)
+        g.sync_service = SyncService(g.sync_store, rules=current_app.config.get("RULES"))
     return g.sync_service  # type: ignore[no-any-return]
 
 

@@ -14,11 +14,21 @@ from sync_server import api
 from sync_server.envelope_limits import MAX_BODY
 
 
+def _rules(data_dir: Path) -> Any:
+    from schema.rules import default_rules, load_rules_file
+    from sync_server.store import RULES_FILE
+
+    path = data_dir / RULES_FILE
+    return load_rules_file(path) if path.exists() else default_rules()
+
+
 def create_app(data_dir: str | Path, test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask("sync_server")
     app.config.update(DATA_DIR=str(data_dir), MAX_CONTENT_LENGTH=MAX_BODY, JSON_AS_ASCII=False)
     if test_config:
         app.config.update(test_config)
+    if "RULES" not in app.config:  # the county's rules: a bad file stops the start, naming its line
+        app.config["RULES"] = _rules(Path(data_dir))
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.register_blueprint(api.bp)
     app.teardown_appcontext(api.close_store)

@@ -45,7 +45,8 @@ def _store(args: argparse.Namespace) -> Any:
 def _service(args: argparse.Namespace) -> Any:
     from sync_server.service import SyncService
 
-    return SyncService(_store(args))
+    store = _store(args)
+    return SyncService(store, rules=store.rules())
 
 
 def _password(prompt: str) -> str:
@@ -89,10 +90,84 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sync_server.store import ServerStore
 
     store = ServerStore(args.data)  # fails early, with a sentence, on a bad folder
+    rules = store.rules()  # and on a bad rules file, naming the line and the reason
     store.close()
     app = create_app(args.data)
+    timer = None
+    if not args.no_sweep:
+        from sync_server.sweep import SweepTimer
+
+        timer = SweepTimer(args.data, rules)
+        timer.start()
     print(f"▶ 县服务器运行于 (county server on) http://{args.host}:{args.port}  Ctrl-C 停止", flush=True)
-    serve(app, host=args.host, port=args.port, threads=4, ident="minqing")
+    if timer is not None:
+        print(f"  时限巡查每 {rules.sweep_interval_minutes} 分钟一次 (deadline sweep every "
+              f"{rules.sweep_interval_minutes} min)", flush=True)
+    try:
+        serve(app, host=args.host, port=args.port, threads=4, ident="minqing")
+    finally:
+        if timer is not None:
+            timer.stop()
+    return 0
+
+
+def _parse_now(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from schema.obligations import ms_of
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise MinqingError(f"--now 应为 ISO 时间，如 2026-11-22T09:00+08:00 (bad --now {text!r})",
+                           code="cli.bad_time") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=CHINA)  # a time without an offset is China time
+    return ms_of(value.isoformat())
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sync_server.service import SyncService
+    from sync_server.sweep import Sweeper
+
+    store = _store(args)
+    rules = store.rules()
+    now = _parse_now(args.now) or store.now_ms()
+    sweeper = Sweeper(SyncService(store, rules=rules), rules)
+
+    def progress(done: int, total: int) -> None:
+        if not args.json and total > 200 and sys.stderr.isatty():
+            print(f"\r  巡查 (sweeping) {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    report = sweeper.sweep(now, progress=progress)
+    store.close()
+    d = report.to_dict()
+
+    def text() -> str:
+        lines = [f"✔ 时限巡查完成 (sweep done) @ {d['now']}: 检查 {d['cases']} 件 (cases examined; "
+                 f"{d['due']} 到期 due, {d['unswept']} 新变动 changed), 写入 {d['ops_written']} 条 (ops written), "
+                 f"{d['duration_ms']:.0f} ms"]
+        lines += [f"  {k}: {v}" for k, v in d["by_kind"].items()]
+        return "\n".join(lines)
+
+    _out(args, {"ok": True, **d}, text)
+    return 0
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from schema.rules import load_rules_file
+
+    if args.file:
+        rules = load_rules_file(args.file)
+    else:
+        store = _store(args)
+        rules = store.rules()
+        store.close()
+    data = {"ok": True, "county": rules.county,
+            "rules": {r.id: {"days": r.days, "counted": r.counted, "enabled": r.enabled, "label": r.zh}
+                      for r in rules.rules.values()}}
+    _out(args, data, lambda: "✔ 规则文件有效 (the rules are valid)\n" + "\n".join(
+        f"  {r.id:30} {r.zh}{'' if r.enabled else '  (停用 disabled)'}" for r in rules.rules.values()))
     return 0
 
 
@@ -257,6 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(sub, "serve", "运行县服务器 (run the county server)", cmd_serve, json_flag=False)
     sp.add_argument("--host", default="127.0.0.1", help="监听地址 (listen address; default 127.0.0.1)")
     sp.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"端口 (port; default {DEFAULT_PORT})")
+    sp.add_argument("--no-sweep", action="store_true", help="不运行定时时限巡查 (no timed deadline sweep)")
+
+    sp = add(sub, "sweep", "时限巡查：预警、超期、上报、回访、撤销 (run the deadline sweep)", cmd_sweep)
+    sp.add_argument("--now", help="按此时间巡查，ISO 8601，无时区按北京时间 (sweep as of this time)")
+
+    rp = sub.add_parser("rules", help="县级时限规则 (the county's deadline rules)",
+                        description="县级时限规则 (the county's deadline rules)")
+    rsub = rp.add_subparsers(dest="sub", metavar="SUBCOMMAND")
+    sp = add(rsub, "check", "检查规则文件 (check a rules file; default: the data folder's rules.toml)",
+             cmd_rules_check)
+    sp.add_argument("file", nargs="?", help="规则文件 (rules file; TOML)")
 
     jp = sub.add_parser("jurisdiction", help="辖区 (jurisdiction tree)", description="辖区 (jurisdiction tree)")
     jsub = jp.add_subparsers(dest="sub", metavar="SUBCOMMAND")

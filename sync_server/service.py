@@ -25,6 +25,7 @@ from conflict.replica import Replica
 from schema import envelope as env
 from schema.errors import MinqingError, OpInvalid
 from schema.ops import SCHEMA_VERSION, ChangeSet, Op, canonical_json
+from schema.rules import Rules
 from schema.stamp import parse
 from schema.validation import check_op, partition_ops
 from sync_server import ledger
@@ -73,9 +74,10 @@ class PushResult:
 class SyncService:
     """Everything the sync API does, over a ServerStore."""
 
-    def __init__(self, store: ServerStore) -> None:
+    def __init__(self, store: ServerStore, *, rules: Rules | None = None) -> None:
         self.store = store
         self.keys = store.keys
+        self.rules = rules  # with rules, each merge runs the deadline sweep for the cases it touched
 
     # ---- keys of the parties ----
 
@@ -252,7 +254,9 @@ class SyncService:
                                     envelope=bytes(data), received_ms=self.store.now_ms())
                 plan = self._plan(cs, bad, raw_ops, dev)
                 self.store.hold(plan.hold, seq, dev["device_id"])
+                before = self.store.max_op_seq()
                 result = self.store.replica.apply_in_transaction(plan.apply)
+                self.store.note_merged(seq, before)
                 self._observe(plan.apply)
                 released = self._release_waiting(result.cases)
             self._touch(dev["device_id"], seq=cs.seq)
@@ -263,6 +267,7 @@ class SyncService:
                     code="sync.seq_reused"), device=dev["device_id"], seq=cs.seq, size=size, carrier=carrier)
             return PushResult(self._answer(dev, {"acks": [cs.seq], "duplicate": True, "applied": 0,
                                                  "quarantined": []}), 0, True, [], set())
+        self._after_merge(result.cases)
         quarantined = [{"op_id": raw.get("op_id"), "code": code, "message": msg} for raw, code, msg in plan.hold]
         answer = self._answer(dev, {"acks": [cs.seq], "duplicate": False, "applied": len(result.applied),
                                     "quarantined": quarantined})
@@ -337,9 +342,11 @@ class SyncService:
         sealed = env.seal(payload, type="answer", sender=self.keys.node_id, seq=0,
                           signing_key=self.keys.ed25519, recipient=self.keys.x25519.public_key())
         n = self._next_server_seq()
-        ledger.append(self.store.conn, kind="release", device=self.keys.node_id, device_seq=n, envelope=sealed,
-                      received_ms=self.store.now_ms())
+        seq = ledger.append(self.store.conn, kind="release", device=self.keys.node_id, device_seq=n, envelope=sealed,
+                            received_ms=self.store.now_ms())
+        before = self.store.max_op_seq()
         self.store.replica.apply_in_transaction(ops)
+        self.store.note_merged(seq, before)
         self.store.conn.executemany(
             "UPDATE quarantine SET status='released', released_ms=?, released_by=? WHERE id=?",
             [(self.store.now_ms(), by, q["id"]) for q in items],
@@ -390,18 +397,43 @@ class SyncService:
             ops.append(op)
         if not ops:
             return []
+        fresh = self.append_server_ops(ops)
+        assert last is not None
+        self.store.set_meta("hlc_last", last.encode())
+        return fresh
+
+    def append_server_ops(self, ops: Iterable[Op]) -> list[Op]:
+        """Seal ready-made server ops to the server, ledger them and merge them (in the caller's
+        transaction); ops whose id the replica already holds are skipped. Returns those written."""
         fresh = [op for op in ops if not self.store.replica.has_op(op.op_id)]
         if not fresh:
             return []
         n = self._next_server_seq()
         cs = ChangeSet(self.keys.node_id, n, tuple(fresh))
         sealed = env.seal_changeset(cs, signing_key=self.keys.ed25519, recipient=self.keys.x25519.public_key())
-        ledger.append(self.store.conn, kind="server", device=self.keys.node_id, device_seq=n, envelope=sealed,
-                      received_ms=self.store.now_ms())
+        seq = ledger.append(self.store.conn, kind="server", device=self.keys.node_id, device_seq=n, envelope=sealed,
+                            received_ms=self.store.now_ms())
+        before = self.store.max_op_seq()
         self.store.replica.apply_in_transaction(fresh)
-        assert last is not None
-        self.store.set_meta("hlc_last", last.encode())
+        self.store.note_merged(seq, before)
         return fresh
+
+    def _after_merge(self, cases: set[str]) -> None:
+        """Run the deadline sweep for the cases a merge touched (docs/deadlines.md).
+
+        After the merge's commit: a failure here never undoes a merge, and the next sweep
+        finds these cases by the op watermark anyway.
+        """
+        if not cases or self.rules is None:
+            return
+        from sync_server.sweep import Sweeper
+
+        try:
+            Sweeper(self, self.rules).sweep_cases(sorted(cases), self.store.now_ms())
+        except Exception as exc:  # noqa: BLE001 - the merge is committed; the device must get its ack
+            # the cases stay past the sweep's op watermark, so the next sweep takes them again
+            with self.store.transaction():
+                self.store.set_meta("sweep_last_error", f"{self.store.now_ms()} after merge: {exc!r}"[:2000])
 
     # ---- pull ----
 

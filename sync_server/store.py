@@ -16,6 +16,8 @@ Server tables:
   ``case_status``    each case's obligations, colour and next due time, kept by the sweep
                      (sync_server.sweep; docs/deadlines.md); ``next_at_ms`` is the index
                      the sweep reads instead of scanning every case
+  ``ledger_ops``     which replica ``ops.seq`` range each ledger entry merged (so an op's
+                     receipt time is its entry's ``received_ms``)
   ``person_keys``    keyed hashes of parties' normalised ID numbers / name+phone, for
                      repeat and skip-level detection (never the raw number)
 """
@@ -30,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from conflict.replica import Replica
+from schema.rules import Rules, default_rules, default_rules_text, load_rules_file
 from schema.stamp import Stamp, parse
 from sync_server import keys as server_keys
 from sync_server.errors import ConfigError
 
 DB_FILE = "server.db"
+RULES_FILE = "rules.toml"  # the county's deadline and warning rules (schema/county_rules.toml)
 
 SERVER_TABLES = """
 CREATE TABLE IF NOT EXISTS server_meta (key TEXT PRIMARY KEY, value TEXT);
@@ -73,12 +77,16 @@ CREATE TABLE IF NOT EXISTS case_status (
   case_id TEXT PRIMARY KEY, next_at_ms INTEGER, next_due TEXT, next_rule TEXT,
   colour TEXT NOT NULL DEFAULT 'green', overdue INTEGER NOT NULL DEFAULT 0,
   awaiting_sync INTEGER NOT NULL DEFAULT 0, backlog INTEGER NOT NULL DEFAULT 0,
-  obligations TEXT NOT NULL DEFAULT '[]', flags TEXT NOT NULL DEFAULT '[]', evaluated_ms INTEGER);
+  obligations TEXT NOT NULL DEFAULT '[]', flags TEXT NOT NULL DEFAULT '[]', evaluated_ms INTEGER,
+  evaluated_seq INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS case_status_next ON case_status(next_at_ms) WHERE next_at_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS case_status_colour ON case_status(colour);
 CREATE TABLE IF NOT EXISTS person_keys (key TEXT NOT NULL, case_id TEXT NOT NULL, party_id TEXT NOT NULL,
   PRIMARY KEY (key, case_id, party_id));
 CREATE INDEX IF NOT EXISTS person_keys_case ON person_keys(case_id);
+CREATE TABLE IF NOT EXISTS ledger_ops (ledger_seq INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_ops_first ON ledger_ops(first_seq);
 CREATE TABLE IF NOT EXISTS op_flags (op_id TEXT NOT NULL, flag TEXT NOT NULL, at_ms INTEGER,
   PRIMARY KEY (op_id, flag));
 """
@@ -113,10 +121,34 @@ class ServerStore:
         data.mkdir(parents=True, exist_ok=True)
         server_keys.create(data)
         Replica(data / DB_FILE).close()
+        rules_path = data / RULES_FILE
+        if not rules_path.exists():
+            rules_path.write_text(default_rules_text(), encoding="utf-8")
         return cls(data, **kw)
 
     def close(self) -> None:
         self.replica.close()
+
+    def rules(self) -> Rules:
+        """The county's rules (data folder's rules.toml, else the defaults); RulesInvalid if bad."""
+        path = self.data_dir / RULES_FILE
+        return load_rules_file(path) if path.exists() else default_rules()
+
+    def max_op_seq(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ops").fetchone()[0])
+
+    def note_merged(self, ledger_seq: int, before: int) -> None:
+        """Record that ledger entry ``ledger_seq`` merged the ops after seq ``before`` (if any)."""
+        after = self.max_op_seq()
+        if after > before:
+            self.conn.execute("INSERT OR REPLACE INTO ledger_ops(ledger_seq, first_seq, last_seq) VALUES (?, ?, ?)",
+                              (ledger_seq, before + 1, after))
+
+    def received_ms(self, case_id: str) -> dict[str, int]:
+        """op id -> when the server received it (its ledger entry), for one case's ops."""
+        q = ("SELECT o.op_id, (SELECT l.received_ms FROM ledger_ops lo JOIN ledger l ON l.ledger_seq = lo.ledger_seq "
+             "WHERE lo.first_seq <= o.seq ORDER BY lo.first_seq DESC LIMIT 1) FROM ops o WHERE o.case_id = ?")
+        return {r[0]: r[1] for r in self.conn.execute(q, (case_id,)) if r[1] is not None}
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -21,6 +21,7 @@ The county::
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import socket
@@ -54,6 +55,7 @@ JURISDICTION_CSV = f"""code,name,level,parent
 {VILLAGE_3},南村,village,{TOWN_W}
 """
 OCTET = "application/octet-stream"
+_PHONES = itertools.count(12345678)
 CLI_TIMEOUT = 60
 START_TIMEOUT = 20.0
 
@@ -286,10 +288,13 @@ class Laptop:
 
     # ---- casework ----
 
-    def new_case(self, title: str = "宅基地边界纠纷", **values: Any) -> str:
+    def new_case(self, title: str = "宅基地边界纠纷", *, phone: str | None = None, **values: Any) -> str:
+        """A dispute with a petitioner; each case's petitioner has a phone of its own unless
+        ``phone`` is given (the same name and phone make a repeat petition, docs/deadlines.md)."""
         v = {"title": title, "category": "dispute", "subject": "neighbour", "channel": "visit",
              "summary": "王建国反映：与邻居宅基地边界不清，请求协调解决。", **values}
-        return self.client.new_case(v, [{"role": "petitioner", "name": "王建国", "phone": "13812345678"},
+        phone = phone or f"138{next(_PHONES):08d}"
+        return self.client.new_case(v, [{"role": "petitioner", "name": "王建国", "phone": phone},
                                         {"role": "respondent", "name": "李秀英"}])
 
     def note(self, case_id: str, text: str = "已电话联系当事人，约定下周再谈。") -> str:
