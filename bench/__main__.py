@@ -14,14 +14,17 @@ import sqlite3
 import sys
 from datetime import datetime
 
-from bench import caseload_page, client_record, replica_apply, sync_week, workload
+from bench import caseload_page, client_record, replica_apply, sweep_due, sync_week, workload
 
 BENCHES = {
     "replica": "Replica.apply of a realistic op stream vs plain executemany",
     "client": "ops recorded through FieldClient's API vs Replica.apply of the same sealed ops",
     "caseload": "GET /cases for a laptop holding 5,000 cases vs the bare SQL behind it",
     "sync": "one village's week: bytes (ours, plain JSON, CouchDB-style), 2G-proxy sync time, merge rate",
+    "sweep": "the deadline sweep on 100,000 and 1,000,000 cases with 1% due vs the indexed query finding them",
 }
+SWEEP_SIZES = [100_000, 1_000_000]
+QUICK_SWEEP_SIZES = [10_000, 100_000]
 FULL_OPS = 100_000
 QUICK_OPS = 10_000
 FULL_CLIENT_OPS = 10_000
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds = args.repeat or (1 if args.quick else 3)
             sync_week.report(sync_week.run(
                 seed=args.seed, repeat=max(1, rounds), profile=args.profile, directory=args.dir))
+        elif name == "sweep":
+            sweep_due.report(sweep_due.run(QUICK_SWEEP_SIZES if args.quick else SWEEP_SIZES, directory=args.dir))
         print(f"after: {load()}")
         print(flush=True)
     return 0

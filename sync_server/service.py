@@ -463,6 +463,12 @@ class SyncService:
         limit = min(limit, MAX_PULL_LIMIT)
         with self.store.transaction():
             payload = self._collect(dev, after, limit)
+            if self.rules is not None and self.rules.text:
+                # the county's rules travel to a laptop whose copy differs (docs/deadlines.md)
+                digest = hashlib.sha256(self.rules.text.encode()).hexdigest()
+                if req.get("rules_sha256") != digest:
+                    payload["rules"] = self.rules.text
+                    payload["rules_sha256"] = digest
             sent = req.get("sent_ms")
             offset = self.store.now_ms() - sent if isinstance(sent, int) else None
             self._touch(dev["device_id"], offset_ms=offset)
