@@ -183,7 +183,9 @@ class SyncAgent:
                 "app_version": APP_VERSION, "user": self.client.user}
         if self._transport is None:
             self._transport = HttpTransport(doc["url"])
+        sent_ms = int(self.client.clock() * 1000)
         status, _, raw = self._transport.post("/api/v1/enroll", canonical_json(body).encode(), "application/json")
+        received_ms = int(self.client.clock() * 1000)
         answer = self._json(status, raw)
         server = answer["server"]
         fp = lambda hex_key: hashlib.sha256(bytes.fromhex(hex_key)).hexdigest()[:16]  # noqa: E731
@@ -195,6 +197,8 @@ class SyncAgent:
                 "subtree": answer.get("subtree", []), "enrolled_ms": answer.get("server_time_ms")}
         with self.client.replica.transaction():
             self.client._set_meta("server", json.dumps(info, ensure_ascii=False))
+            if isinstance(answer.get("server_time_ms"), int):  # a laptop whose clock is off stamps right from the start
+                self.client._set_meta("server_offset_ms", str(answer["server_time_ms"] - (sent_ms + received_ms) // 2))
             self._log("enroll", {"node": doc["node"], "server": server["node_id"]})
         return info
 

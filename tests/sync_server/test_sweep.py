@@ -273,3 +273,19 @@ def test_normalised_id_numbers() -> None:
     assert normalise_id_number("３３０１０２１９６５０１０１１２３ｘ") == "33010219650101123X"
     assert normalise_id_number("330102650101123") == "330102196501011237"
     assert normalise_id_number("12345") is None
+
+
+def test_a_laptop_whose_clock_is_a_week_behind_gets_sane_deadlines_and_is_flagged(county: County) -> None:
+    behind = Clock(county.clock.t - 7 * DAY)  # the laptop's wall clock, a week slow
+    fc = FieldClient.init(county.root / "slow", "password123", node="330102101", level="village", user="slow",
+                          clock=behind)
+    agent = SyncAgent(fc, county.transport, retries=0, backoff_s=0.0)
+    agent.enroll(county.svc.create_enroll_code("330102101", url="http://127.0.0.1:9", hours=24 * 365))
+    case_id = new_dispute(fc)  # received_at typed by the form on the slow clock
+    agent.sync()
+    status = county.status(case_id)
+    village = next(o for o in status["obligations"] if o["rule"] == "village_handling")
+    assert village["start"].startswith("2026-09-01T09:00")  # the server's day, not the laptop's
+    assert village["due"] == "2026-09-08T23:59:59+08:00" and village["state"] == "pending"
+    skew = [a for a in county.alerts(case_id) if a["kind"] == "clock_skew"]
+    assert len(skew) == 1 and "10080" in skew[0]["message"]  # about a week, in minutes
