@@ -142,6 +142,8 @@ class CaseStatus:
     refused: dict[str, str] = field(default_factory=dict)  # transition op id -> refusal code
     applied: set[str] = field(default_factory=set)  # transition op ids the state machine took
     reopened_after_final: bool = False
+    created_ms: int = 0  # the case's create op's moment: no server op may be stamped before it
+    last_ms: int = 0  # the latest moment of an op not written by the sweep
 
     @property
     def is_open(self) -> bool:
@@ -241,6 +243,8 @@ def _replay(case_id: str, ops: Iterable[Op], times: _Times) -> tuple[CaseStatus,
         if op.case_id != case_id:
             continue
         t = times.of(op)  # also notes the device's clock skew
+        if op.author != SWEEP_AUTHOR:
+            st.last_ms = max(st.last_ms, parse_stamp(op.stamp).ms)
         if op.entity == "case" and op.entity_id == case_id:
             if op.kind == "create":
                 for k, v in op.values.items():
@@ -250,6 +254,7 @@ def _replay(case_id: str, ops: Iterable[Op], times: _Times) -> tuple[CaseStatus,
                         case_values[k] = v
                 if not st.exists:
                     st.exists = True
+                    st.created_ms = parse_stamp(op.stamp).ms
                     life = initial_lifecycle(op.values["level"], op.values["node"], op.occurred_at)
                     received_ms = times.typed(op.values.get("received_at"), op) or times.of(op)
             elif op.kind in ("set", "resolve"):
@@ -677,6 +682,13 @@ def sweep_ops(case_id: str, ops: list[Op], rules: Rules, now_ms: int, ctx: Sweep
     warn = rules.warn_before_days * DAY_MS
     grace = rules.grace_hours * HOUR_MS
     by_key = {o.key: o for o in st.obligations}
+    # The sweep acts after everything it knows of the case: after the record itself (a
+    # receipt typed days before it was recorded) and after the latest op it holds, so work
+    # already reported is never put behind an escalation decided later.
+    floor = max(st.created_ms, st.last_ms) + 1
+
+    def moment(t: int) -> int:
+        return max(t, floor)
 
     def key(ob: Obligation, action: str) -> str:
         return f"{case_id}|{ob.rule}|{ob.due}|{action}"
@@ -687,7 +699,7 @@ def sweep_ops(case_id: str, ops: list[Op], rules: Rules, now_ms: int, ctx: Sweep
             final_from = {"review_request_window": "closed", "rereview_request_window": "review_decided"}
             if ob.rule in final_from and ob.state == OS.LAPSED and st.state == final_from[ob.rule] and not st.voided:
                 k = key(ob, "finalize")
-                out.append(_op(ctx, derived_id(k, "finalize"), ob.due_ms, 0, "case", case_id, case_id, "transition",
+                out.append(_op(ctx, derived_id(k, "finalize"), moment(ob.due_ms), 0, "case", case_id, case_id, "transition",
                                {"action": "finalize", "acting_level": "county", "rule": ob.rule,
                                 "reason": f"{ob.zh}届满未申请，处理意见终结 (the window lapsed unused)"}))
             continue
@@ -697,13 +709,13 @@ def sweep_ops(case_id: str, ops: list[Op], rules: Rules, now_ms: int, ctx: Sweep
         # a warning before the deadline
         if warn and ob.state == OS.PENDING and due - warn <= now_ms:
             k = key(ob, "warn")
-            out.append(_alert(ctx, k, due - warn, case_id, AlertKind.WARNING, ob,
+            out.append(_alert(ctx, k, moment(due - warn), case_id, AlertKind.WARNING, ob,
                               f"{ob.zh}将于 {ob.due} 到期 (due soon)"))
         missed = ob.state in (OS.OVERDUE,) or (ob.state == OS.MET and ob.late)
         if not missed:
             continue
         fresh = ctx.last_contact_ms is None or ctx.last_contact_ms >= due
-        at = due + 1 if fresh else due + grace
+        at = moment(due + 1 if fresh else due + grace)
         if at > now_ms:
             continue
         k = key(ob, "overdue")
@@ -714,7 +726,7 @@ def sweep_ops(case_id: str, ops: list[Op], rules: Rules, now_ms: int, ctx: Sweep
                            {"kind": NoticeKind.REMINDER_LETTER.value, "served_at": china_date(at).isoformat(),
                             "number": f"TX-{ob.rule}-{china_date(due).isoformat()}",
                             "summary": f"提醒函：{ob.zh}已于 {ob.due} 到期，请尽快办理并记录。"}))
-        later = due + rules.warning_notice_after_days * DAY_MS
+        later = moment(due + rules.warning_notice_after_days * DAY_MS)
         if ob.state == OS.OVERDUE and rules.warning_notice_after_days and later <= now_ms:
             k2 = key(ob, "warning_notice")
             out.append(_op(ctx, derived_id(k2, "notice", "create"), later, 0, "notice", derived_id(k2, "notice"),
@@ -739,7 +751,7 @@ def sweep_ops(case_id: str, ops: list[Op], rules: Rules, now_ms: int, ctx: Sweep
     # follow-up visits required after closing
     for ob in st.obligations:
         if ob.rule == "follow_up" and ob.state != OS.WITHDRAWN and not st.voided:
-            start = ms_of(ob.start)
+            start = moment(ms_of(ob.start))
             if start <= now_ms:
                 out.append(_alert(ctx, key(ob, "follow_up"), start, case_id, AlertKind.FOLLOW_UP_REQUIRED, ob,
                                   f"案件已办结，请于 {ob.due} 前回访 (a follow-up visit is due)"))

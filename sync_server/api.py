@@ -85,7 +85,8 @@ class PingAnswer(Schema):
 
 def service() -> SyncService:
     if "sync_service" not in g:
-        g.sync_store = ServerStore(current_app.config["DATA_DIR"])
+        clock = current_app.config.get("MINQING_CLOCK")  # the demo's own clock; real time otherwise
+        g.sync_store = ServerStore(current_app.config["DATA_DIR"], **({"clock": clock} if clock else {}))
         g.sync_service = SyncService(g.sync_store, rules=current_app.config.get("RULES"))
     return g.sync_service  # type: ignore[no-any-return]
 

@@ -156,7 +156,7 @@ def build(root: Path, *, cases: int = 12, seed: int = 2026, out: Any = sys.stdou
     store.set_meta("public_url", f"http://127.0.0.1:{SERVER_PORT}")
     import_nodes(store, jurisdiction_rows())
     svc = SyncService(store)
-    transport = WsgiTransport(create_app(root / "server"))
+    transport = WsgiTransport(create_app(root / "server", {"MINQING_CLOCK": clock}))
     laptops = []
     for i, (node, name, user) in enumerate(LAPTOPS, 1):
         level = store.node(node)["level"]  # type: ignore[index]
@@ -190,6 +190,19 @@ def build(root: Path, *, cases: int = 12, seed: int = 2026, out: Any = sys.stdou
     for _ in range(2):
         for lap in laptops:
             SyncAgent(lap, transport).sync()
+    # the county's deadline sweep as of the demo's "now", then one more sync to bring its
+    # warnings, overdue marks and escalations to the laptops (docs/deadlines.md)
+    from sync_server.sweep import Sweeper
+
+    rules = store.rules()
+    Sweeper(SyncService(store, rules=rules), rules).sweep(store.now_ms())
+    alerts = store.conn.execute("SELECT kind, COUNT(*) FROM alerts GROUP BY kind ORDER BY kind").fetchall()
+    colours = store.conn.execute("SELECT colour, COUNT(*) FROM case_status GROUP BY colour ORDER BY colour").fetchall()
+    print(f"▶ 县服务器时限巡查 (deadline sweep, also run after each merge): 督办记录 alerts "
+          f"{', '.join(f'{k} {n}' for k, n in alerts) or '-'}; 预警颜色 colours "
+          f"{', '.join(f'{c} {n}' for c, n in colours)}", file=out)
+    for lap in laptops:
+        SyncAgent(lap, transport).sync()
     return store, laptops
 
 
