@@ -289,3 +289,21 @@ def test_a_laptop_whose_clock_is_a_week_behind_gets_sane_deadlines_and_is_flagge
     assert village["due"] == "2026-09-08T23:59:59+08:00" and village["state"] == "pending"
     skew = [a for a in county.alerts(case_id) if a["kind"] == "clock_skew"]
     assert len(skew) == 1 and "10080" in skew[0]["message"]  # about a week, in minutes
+
+
+def test_a_new_petition_on_a_final_matter_by_the_same_person_is_flagged(county: County) -> None:
+    fc, agent = county.laptop("v1", "330102101")
+    first = new_dispute(fc)
+    for action in ("accept", "decide", "close", "finalize"):
+        county.clock.advance(1)
+        fc.transition(first, action, **({"decision": "explain"} if action == "decide" else {}))
+    agent.sync()
+    assert county.case(first)["state"] == "final"
+    county.clock.advance(3)
+    again = new_dispute(fc)  # the same person, the same subject
+    agent.sync()
+    flagged = [a for a in county.alerts(again) if a["kind"] == "final_refiled"]
+    assert len(flagged) == 1 and flagged[0]["related_case"] == first
+    assert "不再受理" in flagged[0]["message"]
+    assert county.case(again)["state"] == "registered"  # flagged, not refused: a person answers it
+    assert "repeat" in json.loads(county.case(again)["tags"])
