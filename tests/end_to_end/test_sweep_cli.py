@@ -67,3 +67,12 @@ def test_a_rules_file_that_lengthens_a_statutory_limit_is_refused_at_start(serve
     assert time.monotonic() - started < 30
     ok = bad.cli("rules", "check", str(Path(__file__).resolve().parents[2] / "schema" / "county_rules.toml")).json()
     assert ok["ok"] is True and ok["rules"]["handle_decide"]["days"] == 60
+
+
+def test_serve_runs_the_sweep_on_its_timer(server: Server, laptops: LaptopFactory) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not server.scalar(
+            "SELECT value FROM server_meta WHERE key='sweep_last_ms'"):
+        time.sleep(0.2)
+    assert server.scalar("SELECT value FROM server_meta WHERE key='sweep_last_ms'")
+    assert server.scalar("SELECT value FROM server_meta WHERE key='sweep_last_error'") is None
