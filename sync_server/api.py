@@ -253,6 +253,129 @@ def pull() -> Response:
     return Response(service().pull(body_bytes(), carrier=carrier()), mimetype=OCTET)
 
 
+class ReenrollRequest(EnrollRequest):
+    """A laptop restored from an old copy becomes a new device (docs/audit.md "Device lifecycle")."""
+
+    replaces = fields.String(required=True, metadata={"description": "the old device id the code was made for"})
+    old_proof = fields.String(required=True, metadata={
+        "description": "the old device's Ed25519 signature over reenroll|token|old_id|new_id|x25519|ed25519"})
+
+
+class ReenrollAnswer(EnrollAnswer):
+    replaces = fields.String()
+    closed_seq = fields.Integer(metadata={"description": "the last sequence number of the old id; it takes no more"})
+
+
+ENVELOPE_ERRORS = """
+        400:
+          description: malformed request or refused envelope (see error.code)
+          content:
+            application/json:
+              schema: ErrorBody
+        401:
+          description: unknown device
+          content:
+            application/json:
+              schema: ErrorBody
+        403:
+          description: revoked device (details carry the signed erase order)
+          content:
+            application/json:
+              schema: ErrorBody
+        409:
+          description: the device id was replaced (sync.device_replaced) or the request conflicts
+          content:
+            application/json:
+              schema: ErrorBody
+"""
+
+
+@bp.post("/verify")
+def verify() -> Response:
+    """Compare a device's op set with the server's for its scope (ids and stamps only).
+    ---
+    post:
+      summary: A signed request envelope with the device's op-set digest and per-day digests; answered with the server's digest and the (op id, stamp) pairs of the days that differ (docs/sync.md "Verify")
+      requestBody:
+        required: true
+        content:
+          application/octet-stream:
+            schema: {type: string, format: binary}
+      responses:
+        200:
+          description: an answer envelope sealed to the device (verify)
+          content:
+            application/octet-stream:
+              schema: {type: string, format: binary}
+    """
+    from sync_server.audit import scope_verify
+
+    return Response(scope_verify(service(), body_bytes(), carrier=carrier()), mimetype=OCTET)
+
+
+@bp.post("/rotate")
+def rotate() -> Response:
+    """Record a device's new keys, signed by its current key.
+    ---
+    post:
+      summary: A signed request envelope carrying new public keys, the new key's proof and the first sequence number it signs; answered sealed to the new key (docs/audit.md)
+      requestBody:
+        required: true
+        content:
+          application/octet-stream:
+            schema: {type: string, format: binary}
+      responses:
+        200:
+          description: an answer envelope sealed to the device's new X25519 key
+          content:
+            application/octet-stream:
+              schema: {type: string, format: binary}
+    """
+    from sync_server.lifecycle import rotate as rotate_keys
+
+    return Response(rotate_keys(service(), body_bytes(), carrier=carrier()), mimetype=OCTET)
+
+
+@bp.post("/reenroll")
+def reenroll() -> Response:
+    """Re-enroll a laptop restored from an old copy under a new device id.
+    ---
+    post:
+      summary: New keys and device id with IT's re-enrollment code; the old id's sequence is closed
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: ReenrollRequest
+      responses:
+        200:
+          description: OK
+          content:
+            application/json:
+              schema: ReenrollAnswer
+        400:
+          description: malformed request (see error.code)
+          content:
+            application/json:
+              schema: ErrorBody
+        403:
+          description: refused re-enrollment (enroll.* codes)
+          content:
+            application/json:
+              schema: ErrorBody
+    """
+    from sync_server.lifecycle import reenroll as reenroll_device
+
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise MinqingError("请求体应为 JSON 对象 (the body must be a JSON object)", code="sync.bad_request")
+    return jsonify(reenroll_device(service(), body, carrier=carrier()))
+
+
+for _view in (verify, rotate):
+    _view.__doc__ = (_view.__doc__ or "").rstrip() + ENVELOPE_ERRORS
+
+
 def openapi_spec(app: Flask) -> dict[str, Any]:
     from sync_server import __version__
 
@@ -262,7 +385,8 @@ def openapi_spec(app: Flask) -> dict[str, Any]:
         info={"description": "Sealed, signed change sets between field laptops and the county server."},
     )
     for name, schema in (("ErrorBody", ErrorBody), ("EnrollRequest", EnrollRequest),
-                         ("EnrollAnswer", EnrollAnswer), ("PingAnswer", PingAnswer)):
+                         ("EnrollAnswer", EnrollAnswer), ("PingAnswer", PingAnswer),
+                         ("ReenrollRequest", ReenrollRequest), ("ReenrollAnswer", ReenrollAnswer)):
         spec.components.schema(name, schema=schema)
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]

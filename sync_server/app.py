@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask
 
-from sync_server import api
+from sync_server import api, ops_log
 from sync_server.envelope_limits import MAX_BODY
 
 
@@ -33,9 +33,5 @@ def create_app(data_dir: str | Path, test_config: dict[str, Any] | None = None) 
     app.register_blueprint(api.bp)
     app.teardown_appcontext(api.close_store)
     api.register_errors(app)
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return jsonify({"ok": True})
-
+    ops_log.init_app(app)  # request ids, JSON-line logs, /healthz, /metrics (docs/audit.md)
     return app

@@ -69,7 +69,10 @@ def _take_request(svc: SyncService, data: bytes) -> None:
         raise env.EnvelopeError("the request names another device than its signer", code="envelope.bad_payload")
     if not isinstance(after, int) or after < 0:
         raise env.EnvelopeError("a request needs a non-negative 'after'", code="envelope.bad_payload")
+    from sync_server.backup import effective_after
+
     with svc.store.transaction():
+        after = effective_after(svc.store.conn, after, payload.get("epoch"))  # a cursor from before a restore
         svc.store.conn.execute("UPDATE devices SET bundle_after=? WHERE device_id=?", (after, dev["device_id"]))
         svc._touch(dev["device_id"])
 

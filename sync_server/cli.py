@@ -92,6 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = ServerStore(args.data)  # fails early, with a sentence, on a bad folder
     rules = store.rules()  # and on a bad rules file, naming the line and the reason
     store.close()
+    from sync_server.ops_log import hold_serving_lock
+
+    hold_serving_lock(args.data)  # one server per folder; restore refuses a served folder (docs/audit.md)
     app = create_app(args.data)
     timer = None
     if not args.no_sweep:
@@ -391,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cases", type=int, default=12, help="每台村级笔记本的案件数 (cases per village laptop)")
     sp.add_argument("--no-serve", action="store_true", help="只生成数据 (build only)")
     sp.set_defaults(func=cmd_demo)
+
+    # audit, backup, restore, device lifecycle (docs/audit.md)
+    from sync_server.cli_audit import register
+
+    register(sub, add, devices=dsub)
     return p
 
 

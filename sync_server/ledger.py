@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 GENESIS = "0" * 64
@@ -79,13 +79,16 @@ class ChainReport:
     reason: str | None = None
 
 
-def verify_chain(conn: sqlite3.Connection) -> ChainReport:
+def verify_chain(conn: sqlite3.Connection, *, progress: Callable[[str, int, int], None] | None = None) -> ChainReport:
     """Walk the chain; the first entry whose digest, link or numbering fails, and why."""
     prev = GENESIS
     expected_seq = 1
     n = 0
+    total = head(conn)[0] if progress is not None else 0
     for e in entries(conn):
         n += 1
+        if progress is not None and n % 1000 == 0:
+            progress("chain", n, total)
         if e.ledger_seq != expected_seq:
             return ChainReport(False, n, e.ledger_seq, f"entry numbering jumps to {e.ledger_seq}")
         if hashlib.sha256(e.envelope).hexdigest() != e.sha256:
@@ -96,4 +99,6 @@ def verify_chain(conn: sqlite3.Connection) -> ChainReport:
             return ChainReport(False, n, e.ledger_seq, "the entry's hash does not match its contents")
         prev = e.hash
         expected_seq += 1
+    if progress is not None:
+        progress("chain", n, total)
     return ChainReport(True, n)

@@ -64,9 +64,10 @@ def plan_changeset(
     # What the server already knows of a case wins over any create in the change set: a
     # create for an existing case cannot move that case into the sender's scope.
     known = case_lookup({op.case_id for op in cs.ops})
+    authors = device.get("authors") or {device["device_id"]}  # itself and the devices it replaced
     for op in cs.ops:
         raw = op.to_dict()
-        if op.device != device["device_id"]:
+        if op.device not in authors:
             plan.hold.append((raw, "sync.foreign_author", f"op authored by {op.device}, sent by {device['device_id']}"))
             continue
         if op.entity in SERVER_ONLY_ENTITIES:

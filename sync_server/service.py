@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from schema.ops import SCHEMA_VERSION, ChangeSet, Op, canonical_json
 from schema.rules import Rules
 from schema.stamp import parse
 from schema.validation import check_op, partition_ops
-from sync_server import ledger
+from sync_server import backup, ledger, lifecycle
 from sync_server.errors import (
     BadRequest,
     Conflict,
@@ -44,6 +45,8 @@ from sync_server.store import ServerStore
 ENROLL_PREFIX = "MQ1."
 DEFAULT_PULL_LIMIT = 500
 MAX_PULL_LIMIT = 5000
+REBUILD_BATCH = 500  # ledger entries per transaction of a rebuild
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def b64(data: bytes) -> str:
@@ -81,11 +84,16 @@ class SyncService:
 
     # ---- keys of the parties ----
 
-    def sender_key(self, sender: str) -> Ed25519PublicKey | None:
+    def sender_key(self, sender: str, seq: int | None = None) -> Ed25519PublicKey | None:
+        """The key that signs ``sender``'s envelope ``seq`` (a retired key for change sets packed
+        before a rotation, sync_server.lifecycle); the current key for requests (``seq`` None)."""
         if sender == self.keys.node_id:
             return self.keys.ed25519.public_key()
         dev = self.store.device(sender)
-        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(dev["ed25519"])) if dev else None
+        if dev is None:
+            return None
+        key = lifecycle.key_for(self.store.conn, sender, seq) or dev["ed25519"]
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(key))
 
     def device_x25519(self, device: Mapping[str, Any]) -> X25519PublicKey:
         return X25519PublicKey.from_public_bytes(bytes.fromhex(device["x25519"]))
@@ -200,7 +208,9 @@ class SyncService:
 
     def _not_revoked(self, dev: Mapping[str, Any], header: Mapping[str, Any], *, size: int,
                      carrier: str | None) -> None:
-        """Refuse a revoked device (after its signature verified), with a signed erase order."""
+        """Refuse a revoked device (after its signature verified), with a signed erase order;
+        and a replaced one (its sequence is closed, docs/audit.md)."""
+        lifecycle.refuse_if_replaced(self, dev, header, size=size, carrier=carrier)
         if dev["status"] != "revoked":
             return
         order = self.erase_order(dev)
@@ -237,7 +247,8 @@ class SyncService:
         try:
             if header["type"] != "changeset":
                 raise BadRequest("expected a changeset envelope", code="sync.bad_request")
-            sealed = env.open(data, recipient_key=self.keys.x25519, sender_key=self.sender_key)
+            sealed = env.open(data, recipient_key=self.keys.x25519,
+                              sender_key=lambda s: self.sender_key(s, header.get("seq")))
             cs, bad = env.changeset_from(sealed)
         except MinqingError as exc:
             raise _refuse(self.store, exc, device=dev["device_id"], seq=header.get("seq"), size=size,
@@ -274,6 +285,7 @@ class SyncService:
         return PushResult(answer, len(result.applied) + released, False, quarantined, result.cases)
 
     def _plan(self, cs: ChangeSet, bad: list[tuple[int, OpInvalid]], raw_ops: list[Any], dev: Mapping[str, Any]) -> Plan:
+        dev = lifecycle.with_authors(self.store.conn, dev)  # a re-enrolled laptop resends its old id's ops
         return plan_changeset(cs, bad, raw_ops, dev, self.store.subtree(dev["node"]), self._case_lookup(self.store.conn))
 
     @staticmethod
@@ -368,7 +380,11 @@ class SyncService:
         return n
 
     def _answer(self, dev: Mapping[str, Any], payload: dict[str, Any]) -> bytes:
-        payload = {**payload, "server_time_ms": self.store.now_ms(), "erase": False}
+        # what the server holds of the device's sequence, and its epoch: after a restore the
+        # laptop resends what the server lost and takes the new pull cursor (docs/audit.md)
+        payload = {**payload, "server_time_ms": self.store.now_ms(), "erase": False,
+                   "seq_status": lifecycle.seq_status(self.store.conn, dev["device_id"]),
+                   "epoch": backup.current_epoch(self.store.conn)}
         return env.seal(payload, type="answer", sender=self.keys.node_id, seq=0,
                         signing_key=self.keys.ed25519, recipient=self.device_x25519(dev))
 
@@ -462,6 +478,7 @@ class SyncService:
             raise _refuse(self.store, exc, device=dev["device_id"], seq=None, size=size, carrier=carrier) from None
         limit = min(limit, MAX_PULL_LIMIT)
         with self.store.transaction():
+            after = backup.effective_after(self.store.conn, after, req.get("epoch"))  # across a restore
             payload = self._collect(dev, after, limit)
             if self.rules is not None and self.rules.text:
                 # the county's rules travel to a laptop whose copy differs (docs/deadlines.md)
@@ -522,37 +539,65 @@ class SyncService:
 
     # ---- rebuild from the ledger ----
 
-    def rebuild_into(self, path: Path) -> tuple[Replica, dict[str, Any] | None]:
+    def rebuild_into(self, path: Path, *, progress: Progress | None = None) -> tuple[Replica, dict[str, Any] | None]:
         """Fold a fresh replica at ``path`` from the ledger alone, with the live decisions.
 
-        Returns the replica and, if an entry could not be opened, which one and why.
+        Returns the replica and, if an entry could not be opened (or its envelope's header
+        names another sender or sequence than the entry), which one and why. Entries are
+        applied in the ledger's order, a few hundred per transaction.
         """
         fresh = Replica(path, synchronous="OFF")
         lookup = self._case_lookup(fresh.conn)
-        for e in ledger.entries(self.store.conn):
-            try:
-                sealed = env.open(e.envelope, recipient_key=self.keys.x25519, sender_key=self.sender_key)
-            except MinqingError as exc:
-                return fresh, {"ledger_seq": e.ledger_seq, "code": exc.code, "message": exc.message}
-            if e.kind == "device":
-                dev = self.store.device(e.device)
-                if dev is None:
-                    continue
-                cs, bad = env.changeset_from(sealed)
-                plan = plan_changeset(cs, bad, sealed.payload.get("ops", []), dev,
-                                      self.store.subtree(dev["node"]), lookup)
-                ops = plan.apply
-            else:
-                ops, _ = partition_ops(sealed.payload.get("ops", []))
+        total = ledger.head(self.store.conn)[0]
+        devices: dict[str, tuple[dict[str, Any], set[str]] | None] = {}
+        entries = ledger.entries(self.store.conn)
+        done = 0
+        while True:
+            batch = list(itertools.islice(entries, REBUILD_BATCH))
+            if not batch:
+                return fresh, None
             with fresh.transaction():
-                fresh.apply_in_transaction(ops)
-        return fresh, None
+                for e in batch:
+                    failure = self._rebuild_entry(fresh, lookup, devices, e)
+                    if failure is not None:
+                        return fresh, failure
+            done += len(batch)
+            if progress is not None:
+                progress("rebuild", done, total)
 
-    def rebuild_report(self) -> dict[str, Any]:
+    def _rebuild_entry(self, fresh: Replica, lookup: Any, devices: dict[str, Any], e: ledger.Entry) -> dict[str, Any] | None:
+        seq = e.device_seq if e.kind == "device" else None
+        try:
+            sealed = env.open(e.envelope, recipient_key=self.keys.x25519, sender_key=lambda s: self.sender_key(s, seq))
+        except MinqingError as exc:
+            return {"ledger_seq": e.ledger_seq, "code": exc.code, "message": exc.message}
+        header = sealed.header
+        if header["sender"] != e.device or (seq is not None and header["seq"] != seq):
+            return {"ledger_seq": e.ledger_seq, "code": "ledger.header_mismatch",
+                    "message": f"the envelope names {header['sender']} #{header['seq']}, the entry {e.device} #{e.device_seq}"}
+        if e.kind == "device":
+            if e.device not in devices:
+                dev = self.store.device(e.device)
+                devices[e.device] = None if dev is None else (
+                    lifecycle.with_authors(self.store.conn, dev), self.store.subtree(dev["node"]))
+            known = devices[e.device]
+            if known is None:
+                return None
+            try:
+                cs, bad = env.changeset_from(sealed)
+            except MinqingError as exc:
+                return {"ledger_seq": e.ledger_seq, "code": exc.code, "message": exc.message}
+            ops = plan_changeset(cs, bad, sealed.payload.get("ops", []), known[0], known[1], lookup).apply
+        else:
+            ops, _ = partition_ops(sealed.payload.get("ops", []))
+        fresh.apply_in_transaction(ops)
+        return None
+
+    def rebuild_report(self, *, progress: Progress | None = None) -> dict[str, Any]:
         """Rebuild from the ledger in a scratch file and compare with the live state."""
-        chain = ledger.verify_chain(self.store.conn)
+        chain = ledger.verify_chain(self.store.conn, progress=progress)
         with tempfile.TemporaryDirectory(prefix="minqing-rebuild-") as tmp:
-            fresh, failure = self.rebuild_into(Path(tmp) / "rebuilt.db")
+            fresh, failure = self.rebuild_into(Path(tmp) / "rebuilt.db", progress=progress)
             try:
                 live_snap = self.store.replica.snapshot()
                 new_snap = fresh.snapshot()
