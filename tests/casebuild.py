@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from schema.obligations import iso, ms_of
+from schema.obligations import SweepContext, iso, ms_of
 from schema.ops import SCHEMA_VERSION, Op
 from schema.stamp import encode
 from schema.validation import check_op
@@ -79,9 +79,12 @@ class CaseBuilder:
         return self.op(at or visited_at, "visit", new_id(), "create",
                        {"kind": kind, "visited_at": visited_at, "visitor": self.author})
 
-    def mediation(self, outcome: str, held_at: str, *, at: str | None = None) -> Op:
-        return self.op(at or held_at, "mediation", new_id(), "create",
-                       {"kind": "people", "mediator": self.author, "held_at": held_at, "outcome": outcome})
+    def mediation(self, outcome: str, held_at: str, *, at: str | None = None, **values: Any) -> Op:
+        v = {"kind": "people", "mediator": self.author, "held_at": held_at, "outcome": outcome}
+        if outcome == "agreement":
+            v["agreement_form"] = "written"
+        v.update(values)
+        return self.op(at or held_at, "mediation", new_id(), "create", v)
 
     def leader(self, assigned_at: str, *, at: str, progress: str | None = None) -> str:
         eid = new_id()
@@ -99,3 +102,30 @@ class CaseBuilder:
 
     def tag(self, at: str, *items: str) -> Op:
         return self.op(at, "case", self.case_id, "add", {"field": "tags", "items": list(items)})
+
+
+# ---- the county server's side, for sweep tests ----
+
+SERVER_NODE = "cty0000000000001"  # the county server's node id (its sweep ops' device)
+
+
+def parent_of(node: str) -> str | None:
+    """Village 330102101 -> township 330102 -> county 330100 -> none (a toy tree)."""
+    if len(node) == 9:
+        return node[:6]
+    if len(node) == 6 and not node.endswith("00"):
+        return node[:4] + "00"
+    return None
+
+
+def sweep_context(*, last_contact: str | int | None = None,
+                  received_ms: dict[str, int] | None = None) -> SweepContext:
+    """What the county server knows beyond the ops: its node, the node tree, the last sync, receipt times."""
+    lc = ms(last_contact) if isinstance(last_contact, str) else last_contact
+    return SweepContext(SERVER_NODE, parent_of, last_contact_ms=lc, received_ms=received_ms or {})
+
+
+def new_ops(ops: list[Op], emitted: list[Op]) -> list[Op]:
+    """The emitted ops the server would write: those whose ids it does not hold yet."""
+    have = {o.op_id for o in ops}
+    return [o for o in emitted if o.op_id not in have]
