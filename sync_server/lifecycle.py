@@ -59,7 +59,10 @@ class DeviceReplaced(Conflict):
 
 
 def ensure_tables(conn: sqlite3.Connection) -> None:
-    conn.executescript(TABLES)
+    """Create the tables if need be (statement by statement: inside the caller's transaction)."""
+    for statement in TABLES.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
