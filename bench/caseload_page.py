@@ -10,18 +10,20 @@ cases beside the time of the bare SQL query behind it."*
   summaries, demands encrypted, as the client stores them) and applied straight to its
   replica with ``Replica.apply(..., allow_sealed=True)`` in batches of 500. Parties,
   visits and the other records are left out: the caseload query reads ``cases`` only.
+  Then ``FieldClient.refresh_due()`` works out every case's ``case_due`` row (colour,
+  next due date), as recording through ``FieldClient`` would have done op by op.
 * **Page** (timed). ``field_client.web.create_app`` on that folder, unlocked the way
   ``tests/field_client/test_web.py`` does (GET ``/unlock``, POST the passphrase with the
   session's CSRF token), then ``GET /cases`` through Flask's test client, status 200
-  checked: the whole request (session, the header's pending count, ``list_cases``,
-  ``next_due`` per shown row, Jinja rendering). The first render (templates compiled)
+  checked: the whole request (session, the header's pending count, ``list_cases_page``:
+  the stale ``case_due`` check, a COUNT and the page's SELECT joined to ``case_due`` with
+  ORDER BY colour and next due and LIMIT 100, titles opened for the page; Jinja rendering). The first render (templates compiled)
   is reported apart; then ``renders`` more, p50 and p95.
-* **Baseline** (timed, interleaved with the renders). The ``SELECT`` that
-  ``FieldClient.list_cases`` runs for the same filter, ``fetchall`` on the same
-  connection, nothing else.
-* **Between them** (timed, interleaved): ``FieldClient.list_cases`` called directly
-  (the SELECT, plus ``next_due`` and the title's decryption for every matching row, the
-  sort, the slice), which splits the page's time into "the list" and "the rest".
+* **Baseline** (timed, interleaved with the renders). The two queries the page runs for
+  the same filter (the COUNT and the page's SELECT, ``fetchall``) on the same connection,
+  nothing else.
+* **Between them** (timed, interleaved): ``FieldClient.list_cases_page`` called directly,
+  which splits the page's time into "the list" and "the rest".
 
 Filters: the default page (all states, voided hidden, sorted by next due date) and
 ``?state=<s>`` for the most common open state after ``registered`` (a page of a few
@@ -47,12 +49,7 @@ from field_client.web import create_app
 PASSPHRASE = "bench passphrase"
 NODE = "330102101"
 BATCH = 500
-# the SELECT of FieldClient.list_cases (kept in step with it: checked against its rows)
-LIST_SQL = (
-    "SELECT id, case_no, title, category, subject, state, level, node, received_at, "
-    "accepted_at, extended_days, state_since, level_since, voided, open_conflicts, "
-    "people_count, tags FROM cases WHERE 1=1"
-)
+PER_PAGE = 100
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -90,10 +87,15 @@ def build(path: Path, n_cases: int, seed: int, progress: bool) -> dict[str, Any]
         n = client.replica.conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
         sealed_titles = client.replica.conn.execute(
             "SELECT COUNT(*) FROM cases WHERE title LIKE 'enc1:%'").fetchone()[0]
+        t_due = time.perf_counter()
+        client.refresh_due()
+        due_s = time.perf_counter() - t_due
+        colours = Counter(r[0] for r in client.replica.conn.execute("SELECT colour FROM case_due"))
     finally:
         client.close()
     return {"cases": n, "ops": len(ops), "generated": generated, "states": dict(states), "voided": voided,
-            "sealed_titles": sealed_titles, "clock_s": clock_s, "build_s": time.perf_counter() - t0}
+            "sealed_titles": sealed_titles, "clock_s": clock_s, "build_s": time.perf_counter() - t0,
+            "due_s": due_s, "colours": dict(colours)}
 
 
 def _pct(xs: Sequence[float], p: float) -> float:
@@ -106,13 +108,12 @@ def _pct(xs: Sequence[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def _sql_for(state: str | None) -> tuple[str, list[Any]]:
-    q = LIST_SQL
-    params: list[Any] = []
-    if state:
-        q += " AND state=?"
-        params.append(state)
-    return q + " AND voided=0 ORDER BY received_at DESC", params
+def _sql_for(state: str | None) -> tuple[str, str, list[Any]]:
+    """(the COUNT, the first page's SELECT, their parameters) for a filter: the SQL of
+    ``FieldClient.list_cases_page`` (checked against its rows)."""
+    where, params = FieldClient._case_filter(state, None, None, False)
+    return (f"SELECT COUNT(*) FROM cases c{where}", FieldClient.page_sql(where, filtered=bool(state)),
+            [*params, PER_PAGE, 0])
 
 
 def run(n_cases: int = 5000, *, renders: int = 20, seed: int = 1, progress: bool = True,
@@ -149,18 +150,19 @@ def _measure(data: Path, built: dict[str, Any], renders: int, seed: int, progres
                                "directory": directory or tempfile.gettempdir(), "filters": []}
         for label, state in filters:
             url = "/cases" + (f"?state={state}" if state else "")
-            sql, params = _sql_for(state)
+            count_sql, sql, params = _sql_for(state)
             conn = client.replica.conn
-            # one untimed check: the bare SELECT is what list_cases runs (same rows, same count)
+            # one untimed check: the bare SELECT is what list_cases_page runs (same rows, same order)
+            matching = conn.execute(count_sql, params[:-2]).fetchone()[0]
             bare = conn.execute(sql, params).fetchall()
-            listed = client.list_cases(state=state, limit=10**9)
-            assert sorted(r[0] for r in bare) == sorted(r["id"] for r in listed), "LIST_SQL drifted"
+            listed, total = client.list_cases_page(state=state, per_page=PER_PAGE)
+            assert [r[0] for r in bare] == [r["id"] for r in listed] and total == matching, "the bare SQL drifted from list_cases_page"
             t0 = time.perf_counter()
             first = http.get(url)
             cold = time.perf_counter() - t0
             assert first.status_code == 200, first.status_code
             html = first.get_data(as_text=True)
-            shown = html.count('<tr class="voided">') + html.count("<tr>") - 1  # minus the header row
+            shown = html.count("<tr") - 1  # minus the header row
             page_s: list[float] = []
             sql_s: list[float] = []
             list_s: list[float] = []
@@ -170,13 +172,14 @@ def _measure(data: Path, built: dict[str, Any], renders: int, seed: int, progres
                 page_s.append(time.perf_counter() - t0)
                 assert resp.status_code == 200
                 t0 = time.perf_counter()
+                conn.execute(count_sql, params[:-2]).fetchone()
                 conn.execute(sql, params).fetchall()
                 sql_s.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                client.list_cases(state=state)
+                client.list_cases_page(state=state, per_page=PER_PAGE)
                 list_s.append(time.perf_counter() - t0)
             row: dict[str, Any] = {
-                "label": label, "url": url, "matching": len(bare), "shown": shown, "html_bytes": len(html.encode()),
+                "label": label, "url": url, "matching": matching, "shown": shown, "html_bytes": len(html.encode()),
                 "cold_s": cold,
                 "page_p50": statistics.median(page_s), "page_p95": _pct(page_s, 0.95),
                 "sql_p50": statistics.median(sql_s), "sql_p95": _pct(sql_s, 0.95),
@@ -193,29 +196,22 @@ def _measure(data: Path, built: dict[str, Any], renders: int, seed: int, progres
 
 
 def _split(client: FieldClient, clock_s: float) -> dict[str, float]:
-    """list_cases(default) taken apart: SELECT, title decryption, next_due, sort (one pass each)."""
-    import json
-
-    from schema.deadlines import next_due
-
-    sql, params = _sql_for(None)
+    """list_cases_page(default) taken apart: the stale check, COUNT, page SELECT, titles (one pass each)."""
+    count_sql, sql, params = _sql_for(None)
     t0 = time.perf_counter()
+    refreshed = client.refresh_due()
+    t1 = time.perf_counter()
+    client.replica.conn.execute(count_sql, params[:-2]).fetchone()
+    t2 = time.perf_counter()
     cur = client.replica.conn.execute(sql, params)
     cols = [d[0] for d in cur.description]
     rows = [dict(zip(cols, r, strict=True)) for r in cur]
-    t1 = time.perf_counter()
+    t3 = time.perf_counter()
     for row in rows:
         row["title"] = client.sealer.open_value("case", "title", row["title"])
-    t2 = time.perf_counter()
-    for row in rows:
-        due = next_due(row)
-        row["next_due"] = due.due if due else None
-        row["tags"] = json.loads(row["tags"] or "[]")
-    t3 = time.perf_counter()
-    rows.sort(key=lambda r: (r["next_due"] is None, r["next_due"] or "", r["case_no"]))
     t4 = time.perf_counter()
-    return {"rows": float(len(rows)), "select_and_dicts": t1 - t0, "decrypt_titles": t2 - t1,
-            "next_due_and_tags": t3 - t2, "sort": t4 - t3}
+    return {"rows": float(len(rows)), "refreshed": float(refreshed), "stale_check": t1 - t0, "count": t2 - t1,
+            "page_select": t3 - t2, "decrypt_titles": t4 - t3}
 
 
 def report(r: dict[str, Any], out: Any = None) -> None:
@@ -225,6 +221,8 @@ def report(r: dict[str, Any], out: Any = None) -> None:
       f"{r['generated']}-op township year, seed {r['seed']}; built in {r['build_s']:.1f} s, not timed); "
       f"{r['renders']} renders per filter, files in {r['directory']}\n")
     w(f"  not voided: {states}; voided {r['voided']}; titles sealed: {r['sealed_titles']}\n")
+    colours = ", ".join(f"{c} {n}" for c, n in sorted(r["colours"].items(), key=lambda kv: -kv[1]))
+    w(f"  case_due for every case worked out in {r['due_s']:.1f} s (not timed): {colours}\n")
     w(f"  {'filter':<22} {'match':>6} {'shown':>6} {'page p50':>9} {'p95':>8} {'SQL p50':>8} {'p95':>7} "
       f"{'page÷SQL':>9} {'list_cases p50':>15} {'1st page':>9} {'HTML':>8}\n")
     for f in r["filters"]:
@@ -233,9 +231,11 @@ def report(r: dict[str, Any], out: Any = None) -> None:
           f"{f['ratio']:>8.1f}x {1000 * f['list_p50']:>13.1f}ms {1000 * f['cold_s']:>7.1f}ms "
           f"{f['html_bytes'] / 1024:>6.0f}KB\n")
     s = r["split"]
-    total = sum(v for k, v in s.items() if k != "rows")
-    w(f"  list_cases (default filter) taken apart, one pass over {int(s['rows'])} rows: "
-      + ", ".join(f"{k.replace('_', ' ')} {1000 * v:.1f} ms ({100 * v / total:.0f}%)"
-                  for k, v in s.items() if k != "rows") + "\n")
-    w("  one render = list_cases_page: every matching row dated and sorted, titles opened and rows rendered "
-      "for one page of 100, with previous/next links\n")
+    parts = {k: v for k, v in s.items() if k not in ("rows", "refreshed")}
+    total = sum(parts.values())
+    w(f"  list_cases_page (default filter) taken apart, one pass, {int(s['rows'])} rows shown, "
+      f"{int(s['refreshed'])} case_due rows refreshed: "
+      + ", ".join(f"{k.replace('_', ' ')} {1000 * v:.2f} ms ({100 * v / total:.0f}%)" for k, v in parts.items())
+      + "\n")
+    w("  one render = list_cases_page: stale case_due rows refreshed (indexed), COUNT, one page of 100 joined "
+      "to case_due and sorted in SQL by colour and next due, titles opened for that page\n")

@@ -42,6 +42,7 @@ from field_client.cli_text import (
     render_case,
     render_conflicts,
     render_table,
+    rule_name,
     say,
     short_date,
     short_time,
@@ -50,12 +51,12 @@ from field_client.cli_text import (
 from field_client.errors import ClientError, NotFound
 from field_client.store import REPLICA_FILE, FieldClient, now_iso
 from schema import lifecycle
-from schema.deadlines import CHINA
 from schema.enums import (
     LEVEL_ORDER,
     Action,
     CaseTag,
     Category,
+    Colour,
     Decision,
     Level,
     MediationOutcome,
@@ -63,6 +64,7 @@ from schema.enums import (
 )
 from schema.errors import MinqingError, OpInvalid, OpsRejected
 from schema.masking import MASKERS
+from schema.obligations import CHINA
 
 PASSPHRASE_ENV = "MINQING_PASSPHRASE"
 DATA_ENV = "MINQING_DATA"
@@ -551,23 +553,25 @@ def cmd_case_list(ctx: Ctx, a: argparse.Namespace) -> int:
     with ctx.client() as c:
         rows = c.list_cases(state=state, category=category, level=level, include_voided=a.all, limit=100_000)
         now = datetime.fromtimestamp(c.clock(), CHINA)
+        rules = c.rules()
     if ctx.json:
         return ctx.done("", {"cases": rows})
     if not rows:
         return ctx.done(ctx.say("no_cases"), {})
     table = [
         [
+            enum_text(Colour, r["colour"], ctx.lang),
             r["case_no"],
             r["title"] + (ctx.say("voided_mark") if r["voided"] else ""),
             enum_text(State, r["state"], ctx.lang),
             enum_text(Level, r["level"], ctx.lang),
             short_date(r["next_due"]) + when_due(r["next_due"], now, ctx.lang, short=True) if r["next_due"] else "—",
-            r["next_due_rule"] or "",
+            rule_name(r["next_rule"], rules, ctx.lang),
             str(r["open_conflicts"] or ""),
         ]
         for r in rows
     ]
-    text = render_table(ctx.say("list_headers").split("|"), table, clip_at={1: 28}) + "\n" + ctx.say("list_total", n=len(rows))
+    text = render_table(ctx.say("list_headers").split("|"), table, clip_at={2: 28}) + "\n" + ctx.say("list_total", n=len(rows))
     return ctx.done(text, {})
 
 
@@ -578,9 +582,10 @@ def cmd_case_show(ctx: Ctx, a: argparse.Namespace) -> int:
         _mask_conflicts(detail["conflicts"], a.unmask)
         now = datetime.fromtimestamp(c.clock(), CHINA)
         device_level = c.level
+        rules = c.rules()
     if ctx.json:
         return ctx.done("", detail)
-    return ctx.done(render_case(detail, ctx.lang, now=now, device_level=device_level), {})
+    return ctx.done(render_case(detail, ctx.lang, now=now, device_level=device_level, rules=rules), {})
 
 
 def cmd_case_edit(ctx: Ctx, a: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ the store returns for a terminal; Chinese characters count as two columns.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -14,17 +15,21 @@ from enum import StrEnum
 from typing import Any
 
 from field_client import forms
-from schema.deadlines import CHINA
 from schema.entities import ENTITIES, FieldSpec
 from schema.enums import (
     LEVEL_ORDER,
     Action,
+    AlertKind,
+    Colour,
     ConflictKind,
     Decision,
     LabeledEnum,
     Level,
+    ObligationState,
     State,
 )
+from schema.obligations import CHINA
+from schema.rules import RULE_DEFS, START_EVENTS, Rules
 
 MESSAGES: dict[str, tuple[str, str]] = {
     # command line
@@ -124,7 +129,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                          "This conflict is a refused transition: no --value; confirm it with --keep-current or nothing."),
     "no_cases": ("本机还没有案件。用 field-client case new 登记一件。", "No cases on this laptop yet. Register one with field-client case new."),
     "no_conflicts": ("没有未解决的冲突。", "No open conflicts."),
-    "list_headers": ("案件编号|事由|状态|层级|下一期限|期限依据|冲突", "case no.|title|state|level|next due|rule|conflicts"),
+    "list_headers": ("预警|案件编号|事由|状态|层级|下一期限|期限依据|冲突",
+                     "warning|case no.|title|state|level|next due|rule|conflicts"),
     "list_total": ("共 {n} 件。", "{n} case(s)."),
     "voided_mark": ("（已作废）", " (voided)"),
     "server_answers": ("服务器可连通", "the server answers"),
@@ -157,6 +163,26 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "sec_evaluations": ("满意度评价", "Evaluations"),
     "sec_leader_assignments": ("领导包案", "Leader assignments"),
     "sec_deadlines": ("期限", "Deadlines"),
+    "sec_alerts": ("县级督办记录", "County alerts"),
+    "colour_line": ("预警：{colour}", "warning colour: {colour}"),
+    "backlog": ("积案：有办理时限已超期未办结", "backlog case: a limit passed unmet"),
+    "flag_clock_skew": ("设备 {device} 的时钟偏差约 {minutes} 分钟，其录入的时间已按同步时钟校正",
+                        "the clock of device {device} was off by about {minutes} minutes; the times typed on it were corrected"),
+    "flag_group": ("群体访（{n} 人）", "group petition ({n} people)"),
+    "flag_repeat": ("重复信访", "repeat petition"),
+    "flag_reopened": ("办结后重新办理", "reopened after closing"),
+    "flag_final": ("已终结", "final: the matter is concluded"),
+    "kind_duty": ("办理时限", "duty"),
+    "kind_window": ("可申请（异议）期间", "window"),
+    "ob_late": ("逾期完成", "late"),
+    "ob_done": ("{when} 完成", "done {when}"),
+    "ended_escalated": ("已由上级提级办理，本时限终止", "ended: the case was taken up a level"),
+    "ended_closed": ("案件已办结或终止，本时限终止", "ended: the case was closed"),
+    "ended_extended": ("超过期限后才延期，本时限仍算超期", "ended: extended only after the limit had passed"),
+    "ended_reopened": ("案件已重新办理，本时限终止", "ended: the case was reopened"),
+    "ended_voided": ("案件已作废，本时限终止", "ended: the case was voided"),
+    "ob_estimated": ("估算：该年节假日安排尚未公布", "estimated: that year's holidays are not published yet"),
+    "alert_withdrawn": ("【已于 {when} 撤销：{reason}】", "[withdrawn {when}: {reason}]"),
     "sec_actions": ("可以做的操作", "Allowed actions"),
     "sec_conflicts": ("冲突", "Conflicts"),
     "sec_timeline": ("经过（时间线）", "Timeline"),
@@ -202,13 +228,46 @@ REFUSALS: dict[str, tuple[str, str]] = {
     "transition.unknown_action": ("不认识这个操作", "unknown action"),
 }
 
-EVENTS: dict[str, tuple[str, str]] = {
-    "received": ("收件", "receipt"),
-    "reported_up": ("上报", "report-up"),
-    "accepted": ("受理", "acceptance"),
-    "review_requested": ("申请复查", "review request"),
-    "rereview_requested": ("申请复核", "re-review request"),
+# the events a deadline counts from: Chinese from schema.rules.START_EVENTS, English here
+EVENT_EN: dict[str, str] = {
+    "received": "receipt", "routed": "routing or assignment", "accepted": "acceptance", "reopened": "reopening",
+    "decision_served": "the decision served", "review_requested": "the review request",
+    "review_decided": "the review decision", "rereview_requested": "the re-review request",
+    "agreement": "the mediation agreement", "reported_up": "report-up to this level", "closed": "closing",
+    "last_progress": "the last progress entry (or assignment)",
 }
+
+
+def event_text(event: str, lang: str) -> str:
+    return EVENT_EN.get(event, event) if lang == "en" else START_EVENTS.get(event, event)
+
+
+def rule_name(rule_id: str | None, rules: Rules, lang: str) -> str:
+    """A deadline rule's name with this county's figure: 村级办理时限(3日) / Village handles
+    before reporting up (3 days). Shared with the web UI."""
+    if not rule_id:
+        return ""
+    rule = rules.rules.get(rule_id)
+    if rule is None:
+        return rule_id
+    if lang != "en":
+        return rule.zh
+    name = re.sub(r"\s*\([^)]*\)$", "", RULE_DEFS[rule_id].en)
+    unit = "working day" if rule.counted == "working" else "day"
+    every = "every " if rule_id == "leader_progress" else ""
+    return f"{name[:1].upper()}{name[1:]} ({every}{rule.days} {unit}{'s' if rule.days != 1 else ''})"
+
+
+def flag_line(flag: Mapping[str, Any], lang: str) -> str:
+    """A flag of schema.obligations.case_status as a phrase."""
+    kind = str(flag.get("flag"))
+    if kind == "clock_skew":
+        return say(lang, "flag_clock_skew", device=str(flag.get("device", ""))[:8], minutes=abs(int(flag.get("skew_minutes") or 0)))
+    if kind == "group":
+        return say(lang, "flag_group", n=flag.get("people") or "")
+    if f"flag_{kind}" in MESSAGES:
+        return say(lang, f"flag_{kind}")
+    return kind
 
 
 def say(lang: str, key: str, **values: Any) -> str:
@@ -356,7 +415,54 @@ def _section(title: str, lang: str, count: int | None = None) -> str:
     return f"\n{title} ({count})" if lang == "en" else f"\n{title}（{count}）"
 
 
-def render_case(detail: Mapping[str, Any], lang: str, *, now: datetime, device_level: str) -> str:
+def _due_lines(detail: Mapping[str, Any], lang: str, now: datetime, rules: Rules) -> list[str]:
+    """The case's warning colour, flags, obligations and the county's alerts."""
+    status = detail["status"]
+    lines = [_section(say(lang, "sec_deadlines"), lang),
+             "  " + say(lang, "colour_line", colour=enum_text(Colour, status["colour"], lang))]
+    flags = [flag_line(f, lang) for f in status["flags"]]
+    if status.get("backlog"):
+        flags.append(say(lang, "backlog"))
+    lines += [f"  ! {f}" for f in flags]
+    if not detail["obligations"]:
+        lines.append("  " + say(lang, "none"))
+    for o in detail["obligations"]:
+        notes = [say(lang, f"kind_{o['kind']}")]
+        if o.get("met_at"):
+            notes.append(say(lang, "ob_done", when=short_time(o["met_at"])))
+        if o.get("late"):
+            notes.append(say(lang, "ob_late"))
+        if o.get("ended") and f"ended_{o['ended']}" in MESSAGES:
+            notes.append(say(lang, f"ended_{o['ended']}"))
+        if o.get("estimated"):
+            notes.append(say(lang, "ob_estimated"))
+        state = enum_text(ObligationState, o["state"], lang)
+        if o["state"] == "overdue" and when_due(o["due"], now, lang):
+            state = when_due(o["due"], now, lang)  # 已超期 3 天: the state and by how much
+        elif o["state"] in ("pending", "awaiting_sync"):
+            state += f" ({when_due(o['due'], now, lang)})" if lang == "en" else f"（{when_due(o['due'], now, lang)}）"
+        lines.append(f"  {short_time(o['due'])}  {rule_name(o['rule'], rules, lang)}  {state}")
+        lines.append("      " + say(lang, "due_from", event=event_text(o["start_event"], lang),
+                                    start=short_time(o["start"])) + ("; " if lang == "en" else "；")
+                     + ("; " if lang == "en" else "；").join(notes))
+    alerts = [a for a in detail.get("alerts") or [] if not a.get("voided")]
+    if alerts:
+        lines.append(_section(say(lang, "sec_alerts"), lang, len(alerts)))
+        for a in alerts:
+            head = f"  {short_time(a.get('raised_at'))}  {enum_text(AlertKind, a.get('kind'), lang)}"
+            if a.get("rule"):
+                head += f"  {rule_name(a['rule'], rules, lang)}"
+            if a.get("withdrawn_at"):
+                head += "  " + say(lang, "alert_withdrawn", when=short_time(a["withdrawn_at"]),
+                                   reason=a.get("withdrawn_reason") or "")
+            lines.append(head)
+            if a.get("message"):
+                lines.append(f"      {a['message']}")
+    return lines
+
+
+def render_case(detail: Mapping[str, Any], lang: str, *, now: datetime, device_level: str,
+                rules: Rules) -> str:
     c = detail["case"]
     colon = ": " if lang == "en" else "："
     lines = [f"{c['case_no']}  {c['title']}"]
@@ -384,17 +490,7 @@ def render_case(detail: Mapping[str, Any], lang: str, *, now: datetime, device_l
         lines.append(_section(say(lang, f"sec_{table}"), lang, len(rows)))
         for n, row in enumerate(rows, 1):
             lines += _record_lines(entity, row, lang, n)
-    lines.append(_section(say(lang, "sec_deadlines"), lang))
-    if detail["deadlines"]:
-        for d in detail["deadlines"]:
-            zh_event, en_event = EVENTS.get(d["start_event"], (d["start_event"], d["start_event"]))
-            event = en_event if lang == "en" else zh_event
-            lines.append(
-                f"  {short_date(d['due'])}  {d['zh'] if lang != 'en' else d['rule']}  "
-                f"{say(lang, 'due_from', event=event, start=short_date(d['start']))}  {when_due(d['due'], now, lang)}"
-            )
-    else:
-        lines.append("  " + say(lang, "none"))
+    lines += _due_lines(detail, lang, now, rules)
     lines.append(_section(say(lang, "sec_actions"), lang))
     allowed = detail["allowed_actions"]
     if allowed:

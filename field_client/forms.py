@@ -37,10 +37,10 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from schema.deadlines import CHINA
 from schema.entities import ENTITIES, FieldSpec
 from schema.enums import AgreementForm, Decision, LabeledEnum, MediationOutcome
 from schema.errors import OpInvalid, OpsRejected
+from schema.obligations import CHINA
 from schema.validation import MSG_NULL, MSG_REQUIRED, MSG_TYPE, MSG_UNKNOWN, values_schema
 
 # Fields FieldClient.new_case fills itself; a form need not ask for them.

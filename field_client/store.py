@@ -11,11 +11,22 @@ Data folder::
 
     device.json    keys wrapped under the passphrase (field_client.keystore)
     replica.db     the replica (conflict.replica) plus client tables:
-                   client_meta (clock, running numbers, server offset), outbox
+                   client_meta (clock, running numbers, server offset, county rules),
+                   outbox, case_due (each case's colour and next due date)
+
+Due dates (docs/deadlines.md "On the laptop"): ``schema.obligations.case_status`` with
+the county's rules (``rules()``: the copy the last pull brought, else the defaults). Its
+result for each case is kept in ``case_due``, refreshed in the transaction that records
+or applies ops of the case, for every case when the rules change, and, when the
+caseload is read, for the rows whose colour the clock alone has changed since
+(``next_at_ms <= now``, an indexed range). The caseload sorts and pages on it in SQL.
+The engine reads no personal field (those are sealed at rest), so it runs on the sealed
+ops as stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -30,17 +41,35 @@ from conflict.replica import Replica
 from field_client import keystore
 from field_client.errors import AlreadyInitialised, InputInvalid, NotFound, NotInitialised
 from schema import lifecycle
-from schema.deadlines import CHINA, case_deadlines, next_due
 from schema.entities import ENTITIES
 from schema.enums import LEVEL_ORDER, Action, Level
 from schema.errors import OpInvalid
 from schema.masking import MASKERS
+from schema.obligations import CHINA, CaseStatus, case_status, colour_rank
 from schema.ops import Op
+from schema.rules import Rules, RulesInvalid, default_rules, parse_rules
 from schema.stamp import parse
 from schema.validation import check_op
 
 REPLICA_FILE = "replica.db"
+RULES_META = "county_rules"  # client_meta key: the county's rules file as the server sent it
 Clock = Callable[[], float]
+
+# One row per case (every row of ``cases`` has one once ``refresh_due`` has run). The
+# caseload pages in the order of ``case_due_order`` (most urgent first; ``case_no`` is
+# copied here, it never changes, so ties keep a stable order); ``client_cases_filters``
+# lets the caseload count and filter without reading whole case rows.
+CASE_DUE_TABLE = """
+CREATE TABLE IF NOT EXISTS case_due (
+  case_id TEXT PRIMARY KEY, case_no TEXT, next_due TEXT, next_rule TEXT, colour TEXT NOT NULL,
+  colour_rank INTEGER NOT NULL, overdue INTEGER NOT NULL, backlog INTEGER NOT NULL DEFAULT 0,
+  obligations TEXT NOT NULL, flags TEXT NOT NULL, next_at_ms INTEGER, evaluated_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS case_due_order ON case_due(colour_rank DESC, next_due IS NULL, next_due, case_no);
+CREATE INDEX IF NOT EXISTS case_due_next_at ON case_due(next_at_ms);
+CREATE INDEX IF NOT EXISTS case_due_evaluated ON case_due(evaluated_ms);
+CREATE INDEX IF NOT EXISTS client_cases_filters ON cases(voided, state, category, level, id);
+"""
+URGENCY_ORDER = " ORDER BY d.colour_rank DESC, d.next_due IS NULL, d.next_due, d.case_no"
 
 
 def new_id() -> str:
@@ -60,6 +89,7 @@ class FieldClient:
         self.replica = replica
         self.sealer = keystore.Sealer(keys.data_key)
         self.clock = clock
+        self._rules: Rules | None = None
         self._ensure_tables()
         self._catch_up_clock()
 
@@ -158,6 +188,7 @@ class FieldClient:
             "op_id TEXT UNIQUE NOT NULL, acked INTEGER NOT NULL DEFAULT 0)"
         )
         c.execute("CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(acked, local_seq)")
+        c.executescript(CASE_DUE_TABLE)
 
     # ---- properties of the device ----
 
@@ -195,6 +226,84 @@ class FieldClient:
     def pending_count(self) -> int:
         return int(self.replica.conn.execute("SELECT COUNT(*) FROM outbox WHERE acked=0").fetchone()[0])
 
+    # ---- the county's rules and each case's due dates ----
+
+    def rules(self) -> Rules:
+        """The county's rules as the last pull brought them, else the defaults (docs/deadlines.md)."""
+        text = self.meta(RULES_META)
+        if not text:
+            return _default_rules()
+        if self._rules is None or self._rules.text != text:
+            try:
+                self._rules = parse_rules(text, source="county rules")
+            except RulesInvalid:  # only valid text is stored; a damaged copy must not stop the laptop
+                return _default_rules()
+        return self._rules
+
+    def rules_sha256(self) -> str | None:
+        """SHA-256 of the county rules text this laptop holds (None before the first pull brings it)."""
+        text = self.meta(RULES_META)
+        return hashlib.sha256(text.encode()).hexdigest() if text else None
+
+    def take_rules_in_transaction(self, text: str) -> Rules:
+        """Keep the county's rules text (RulesInvalid if it does not parse, nothing changed);
+        every case's due dates are worked out again when the figures differ. Inside the
+        caller's transaction."""
+        new = parse_rules(text, source="county rules")
+        before = self.rules()
+        self._set_meta(RULES_META, text)
+        self._rules = new
+        if new.text != before.text:
+            self.refresh_due_in_transaction(None)
+        return new
+
+    def now_ms(self) -> int:
+        """The time due dates are judged at: the laptop's clock corrected like its stamps."""
+        return self.wall_ms()
+
+    def status_of(self, case_id: str, *, now_ms: int | None = None) -> CaseStatus:
+        """The case's obligations, colour and flags now (``schema.obligations.case_status``)."""
+        return case_status(case_id, self.replica.ops_for_case(case_id), self.rules(),
+                           self.now_ms() if now_ms is None else now_ms)
+
+    def refresh_due_in_transaction(self, case_ids: Iterable[str] | None) -> int:
+        """Rewrite the ``case_due`` rows of ``case_ids`` (None: every case). Inside a transaction."""
+        conn = self.replica.conn
+        ids = (sorted({r[0] for r in conn.execute("SELECT id FROM cases")}) if case_ids is None
+               else sorted(set(case_ids)))
+        now = self.now_ms()
+        rules = self.rules()
+        rows = []
+        for cid in ids:
+            ops = self.replica.ops_for_case(cid)
+            st = case_status(cid, ops, rules, now)
+            case_no = next((op.values.get("case_no") for op in ops
+                            if op.entity == "case" and op.entity_id == cid and op.kind == "create"), None)
+            nd = st.next_due  # a case whose create has not arrived yet: green, no due date
+            rows.append((cid, case_no, nd.due if nd else None, nd.rule if nd else None, st.colour,
+                         colour_rank(st.colour), int(st.overdue), int(st.backlog),
+                         json.dumps([o.to_dict() for o in st.obligations], ensure_ascii=False),
+                         json.dumps(st.flags, ensure_ascii=False), st.next_at_ms, now))
+        conn.executemany(
+            "INSERT OR REPLACE INTO case_due(case_id, case_no, next_due, next_rule, colour, colour_rank, overdue, "
+            "backlog, obligations, flags, next_at_ms, evaluated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def refresh_due(self) -> int:
+        """Bring ``case_due`` up to the clock: rows whose status the clock has changed since
+        they were worked out (``next_at_ms`` passed, or the clock was set back before their
+        evaluation), and cases without a row (ops that came in by another route). Indexed
+        look-ups; returns how many rows were rewritten."""
+        now = self.now_ms()
+        q = ("SELECT case_id FROM case_due WHERE next_at_ms <= ? "
+             "UNION SELECT case_id FROM case_due WHERE evaluated_ms > ? "
+             "UNION SELECT id FROM cases WHERE NOT EXISTS (SELECT 1 FROM case_due d WHERE d.case_id = cases.id)")
+        stale = [r[0] for r in self.replica.conn.execute(q, (now, now))]
+        if not stale:
+            return 0
+        with self.replica.transaction():
+            return self.refresh_due_in_transaction(stale)
+
     # ---- recording ----
 
     def record(self, specs: Iterable[Mapping[str, Any]], *, running_year: int | None = None) -> list[Op]:
@@ -217,7 +326,8 @@ class FieldClient:
                 check_op(op)
                 plain.append(op)
             sealed = [self.sealer.seal_op(op) for op in plain]
-            self.replica.apply_in_transaction(sealed)
+            applied = self.replica.apply_in_transaction(sealed)
+            self.refresh_due_in_transaction(applied.cases)
             self.replica.conn.executemany(
                 "INSERT INTO outbox(op_id) VALUES (?)", [(op.op_id,) for op in sealed]
             )
@@ -384,6 +494,25 @@ class FieldClient:
                     out[name] = mask(out[name])
         return out
 
+    CASE_LIST_COLUMNS = (
+        "c.id, c.case_no, c.title, c.category, c.subject, c.state, c.level, c.node, c.received_at, "
+        "c.accepted_at, c.extended_days, c.state_since, c.level_since, c.voided, c.open_conflicts, "
+        "c.people_count, c.tags, d.next_due, d.next_rule, d.colour, d.colour_rank, d.overdue, d.backlog"
+    )
+
+    @staticmethod
+    def _case_filter(state: str | None, category: str | None, level: str | None,
+                     include_voided: bool) -> tuple[str, list[Any]]:
+        where = " WHERE 1=1"
+        params: list[Any] = []
+        for col, val in (("state", state), ("category", category), ("level", level)):
+            if val:
+                where += f" AND c.{col}=?"
+                params.append(val)
+        if not include_voided:
+            where += " AND c.voided=0"
+        return where, params
+
     def list_cases_page(
         self,
         *,
@@ -391,14 +520,18 @@ class FieldClient:
         per_page: int = 100,
         **filters: Any,
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of the caseload and the number of matching cases (titles opened for the page only)."""
-        rows = self.list_cases(limit=10**9, decrypt=False, **filters)
-        pages = max(1, -(-len(rows) // per_page))
+        """One page of the caseload and the number of matching cases: counted, sorted and
+        paged in SQL over ``case_due``; titles opened for the page only."""
+        sort = filters.pop("sort", "due")
+        self.refresh_due()
+        where, params = self._case_filter(filters.get("state"), filters.get("category"), filters.get("level"),
+                                          bool(filters.get("include_voided")))
+        total = int(self.replica.conn.execute("SELECT COUNT(*) FROM cases c" + where, params).fetchone()[0])
+        pages = max(1, -(-total // per_page))
         page = min(max(1, page), pages)  # past the end: the last page
-        chunk = rows[(page - 1) * per_page : page * per_page]
-        for row in chunk:
-            row["title"] = self.sealer.open_value("case", "title", row["title"])
-        return chunk, len(rows)
+        filtered = any(filters.get(k) for k in ("state", "category", "level"))
+        rows = self._list(where, params, sort, per_page, (page - 1) * per_page, decrypt=True, filtered=filtered)
+        return rows, total
 
     def list_cases(
         self,
@@ -412,42 +545,51 @@ class FieldClient:
         offset: int = 0,
         decrypt: bool = True,
     ) -> list[dict[str, Any]]:
-        """My caseload, filtered; sorted by the next due date (soonest first) by default."""
-        q = (
-            "SELECT id, case_no, title, category, subject, state, level, node, received_at, "
-            "accepted_at, extended_days, state_since, level_since, voided, open_conflicts, "
-            "people_count, tags FROM cases WHERE 1=1"
-        )
-        params: list[Any] = []
-        for col, val in (("state", state), ("category", category), ("level", level)):
-            if val:
-                q += f" AND {col}=?"
-                params.append(val)
-        if not include_voided:
-            q += " AND voided=0"
-        cur = self.replica.conn.execute(q + " ORDER BY received_at DESC", params)
-        cols = [d[0] for d in cur.description]
+        """My caseload, filtered; the most urgent first by default (colour, then the next due
+        date: docs/deadlines.md), or ``sort="received"`` newest first."""
+        self.refresh_due()
+        where, params = self._case_filter(state, category, level, include_voided)
+        return self._list(where, params, sort, limit, offset, decrypt=decrypt,
+                          filtered=bool(state or category or level))
+
+    @classmethod
+    def page_sql(cls, where: str, *, sort: str = "due", filtered: bool = False) -> str:
+        """The caseload's SELECT for a WHERE clause on ``cases c`` (``_case_filter``); its last
+        two parameters are LIMIT and OFFSET."""
+        cols = cls.CASE_LIST_COLUMNS
+        if sort == "received":
+            return (f"SELECT {cols} FROM cases c JOIN case_due d ON d.case_id = c.id{where} "
+                    "ORDER BY c.received_at DESC, c.case_no LIMIT ? OFFSET ?")
+        # the page's ids first, sorting small index entries only, then its rows. Unfiltered,
+        # walk case_due in urgency order (CROSS JOIN: case_due outermost) and stop at the
+        # page; filtered, the filter index finds the matching cases first.
+        join = "CROSS JOIN" if not filtered else "JOIN"
+        return (f"SELECT {cols} FROM (SELECT d.case_id AS pid FROM case_due d {join} cases c ON c.id = d.case_id"
+                f"{where}{URGENCY_ORDER} LIMIT ? OFFSET ?) p JOIN case_due d ON d.case_id = p.pid "
+                f"JOIN cases c ON c.id = p.pid{URGENCY_ORDER}")
+
+    def _list(self, where: str, params: list[Any], sort: str, limit: int, offset: int, *,
+              decrypt: bool, filtered: bool) -> list[dict[str, Any]]:
+        q = self.page_sql(where, sort=sort, filtered=filtered)
+        cur = self.replica.conn.execute(q, [*params, limit, offset])
+        names = [d[0] for d in cur.description]
+        rules = self.rules()
         rows = []
         for r in cur:
-            row = dict(zip(cols, r, strict=True))
-            due = next_due(row)
-            row["next_due"] = due.due if due else None
-            row["next_due_rule"] = due.zh if due else None
+            row = dict(zip(names, r, strict=True))
+            rule = rules.rules.get(row["next_rule"] or "")
+            row["next_due_rule"] = rule.zh if rule else None
             row["tags"] = json.loads(row["tags"] or "[]")
-            rows.append(row)
-        if sort == "due":
-            rows.sort(key=lambda r: (r["next_due"] is None, r["next_due"] or "", r["case_no"]))
-        rows = rows[offset : offset + limit]
-        if decrypt:
-            for row in rows:
+            if decrypt:
                 row["title"] = self.sealer.open_value("case", "title", row["title"])
+            rows.append(row)
         return rows
 
     def case_detail(self, case_id: str, *, unmask: bool = False) -> dict[str, Any]:
         """Everything about one case: its row, records, deadlines, timeline, conflicts."""
         case = self._case_row(case_id)
         detail: dict[str, Any] = {"case": self.show("case", case, unmask=unmask)}
-        for entity in ("party", "visit", "mediation", "notice", "note", "evaluation", "leader_assignment"):
+        for entity in ("party", "visit", "mediation", "notice", "note", "evaluation", "leader_assignment", "alert"):
             spec = ENTITIES[entity]
             cur = self.replica.conn.execute(
                 f"SELECT * FROM [{spec.table}] WHERE case_id=? ORDER BY created_stamp", (case_id,)
@@ -460,7 +602,12 @@ class FieldClient:
                     row[name] = json.loads(row[name] or "[]")
                 rows.append(self.show(entity, row, unmask=unmask))
             detail[spec.table] = rows
-        detail["deadlines"] = [d.__dict__ for d in case_deadlines(case)]
+        st = self.status_of(case_id)
+        nd = st.next_due
+        detail["obligations"] = [o.to_dict() for o in st.obligations]
+        detail["status"] = {"colour": st.colour, "overdue": st.overdue, "awaiting_sync": st.awaiting_sync,
+                            "backlog": st.backlog, "flags": st.flags, "next_due": nd.due if nd else None,
+                            "next_rule": nd.rule if nd else None, "rules_county": self.rules().county}
         detail["allowed_actions"] = lifecycle.allowed_actions(case["state"], case["level"], self.level)
         conflicts = self.replica.conflicts(case_id=case_id)
         for c in conflicts:
@@ -536,6 +683,16 @@ def field_errors(exc: OpInvalid) -> dict[str, str]:
     if not out and isinstance(details, dict) and "field" in details:
         out[str(details["field"]).removeprefix("values.")] = exc.message
     return out
+
+
+_DEFAULT_RULES: list[Rules] = []
+
+
+def _default_rules() -> Rules:
+    """``schema.rules.default_rules()``, read once per process."""
+    if not _DEFAULT_RULES:
+        _DEFAULT_RULES.append(default_rules())
+    return _DEFAULT_RULES[0]
 
 
 __all__ = ["FieldClient", "field_errors", "Level"]

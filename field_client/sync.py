@@ -33,6 +33,7 @@ from field_client.store import FieldClient
 from schema import envelope as env
 from schema.errors import MinqingError
 from schema.ops import ChangeSet, canonical_json
+from schema.rules import RulesInvalid
 from schema.stamp import parse
 from schema.validation import partition_ops
 
@@ -345,7 +346,7 @@ class SyncAgent:
         while True:
             cursor = int(self.client.meta("pull_cursor", "0") or 0)
             sent = int(self.client.clock() * 1000)
-            request = env.seal({"device": self.client.device_id, "after": cursor, "limit": limit, "sent_ms": sent},
+            request = env.seal({"device": self.client.device_id, "after": cursor, "limit": limit, "sent_ms": sent, **self._rules_digest()},
                                type="request", sender=self.client.device_id, seq=0,
                                signing_key=self.client.keys.ed25519, recipient=self._server_keys()[0])
             answer = self._open_answer(self._exchange("/api/v1/pull", request))
@@ -358,12 +359,39 @@ class SyncAgent:
             if not answer.get("more"):
                 return report
 
+    def _rules_digest(self) -> dict[str, Any]:
+        """``rules_sha256`` of the county rules this laptop holds, for a pull request (the
+        server sends its file when they differ: docs/sync.md "Pull"); none before the first."""
+        sha = self.client.rules_sha256()
+        return {"rules_sha256": sha} if sha else {}
+
+    def _take_rules(self, answer: dict[str, Any]) -> None:
+        """Keep the county rules an answer carries (inside _take's transaction). Bad rules are
+        logged and ignored: the laptop keeps computing its due dates with the ones it had."""
+        text = answer.get("rules")
+        if text is None:
+            return
+        sha = answer.get("rules_sha256")
+        try:
+            if not isinstance(text, str):
+                raise RulesInvalid("rules 不是文本 (the rules are not text)")
+            if sha is not None and sha != hashlib.sha256(text.encode()).hexdigest():
+                raise RulesInvalid("rules_sha256 与内容不符 (the digest does not match the text)")
+            self.client.take_rules_in_transaction(text)
+        except RulesInvalid as exc:
+            self._log("bad_rules_from_server", {"code": exc.code, "message": exc.message,
+                                                "rules_sha256": sha})
+        else:
+            self._log("rules", {"rules_sha256": sha, "county": self.client.rules().county})
+
     def _take(self, answer: dict[str, Any], sent_ms: int | None, received_ms: int | None) -> None:
-        """Apply an answer's ops (sealed for rest), move the cursor, learn the clock offset."""
+        """Apply an answer's ops (sealed for rest), move the cursor, learn the clock offset, keep
+        the county's rules; the due dates of the cases touched are worked out again."""
         ops, bad = partition_ops(answer.get("ops", []))
         sealed = [self.client.sealer.seal_op(op) for op in ops]
         with self.client.replica.transaction():
-            self.client.replica.apply_in_transaction(sealed)
+            applied = self.client.replica.apply_in_transaction(sealed)
+            self._take_rules(answer)
             if "cursor" in answer:  # never backwards (an older answer bundle imported late)
                 current = int(self.client.meta("pull_cursor", "0") or 0)
                 self.client._set_meta("pull_cursor", str(max(current, int(answer["cursor"]))))
@@ -383,6 +411,7 @@ class SyncAgent:
             if last is not None:
                 self.client._set_meta("hlc_last", last.encode())
             self.client._set_meta("last_sync_ms", str(int(self.client.clock() * 1000)))
+            self.client.refresh_due_in_transaction(applied.cases)
 
     def sync(self) -> SyncReport:
         """Push everything pending, then pull everything new."""
@@ -417,7 +446,7 @@ class SyncAgent:
             written.append(path)
         cursor = int(self.client.meta("pull_cursor", "0") or 0)
         request = env.seal({"device": self.client.device_id, "after": cursor, "limit": 5000,
-                            "sent_ms": int(self.client.clock() * 1000)},
+                            "sent_ms": int(self.client.clock() * 1000), **self._rules_digest()},
                            type="request", sender=self.client.device_id, seq=0,
                            signing_key=self.client.keys.ed25519, recipient=self._server_keys()[0])
         req_path = out / f"mq-{self.client.device_id}-request.mqe"

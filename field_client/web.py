@@ -47,7 +47,7 @@ import webbrowser
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -75,14 +75,16 @@ from werkzeug.wrappers import Response
 
 from conflict.replica import translate_sqlite
 from field_client import forms, keystore
+from field_client.cli_text import rule_name
 from field_client.errors import InputInvalid, NotFound
 from field_client.store import FieldClient, now_iso
 from schema import enums as E
-from schema.deadlines import CHINA, next_due
 from schema.entities import ENTITIES
 from schema.errors import MinqingError, OpInvalid
 from schema.lifecycle import NEEDS_DECISION, NEEDS_NODE, NEXT_LEVEL
 from schema.masking import MASKERS
+from schema.obligations import CHINA
+from schema.rules import RULE_DEFS, START_EVENTS, Rules
 
 log = logging.getLogger("field_client.web")
 
@@ -207,7 +209,8 @@ def entity_label(entity: str) -> str:
 ENUM_BY_NAME: dict[str, type[StrEnum]] = {
     "state": E.State, "level": E.Level, "category": E.Category, "subject": E.Subject,
     "channel": E.Channel, "action": E.Action, "decision": E.Decision, "kind_op": E.OpKind,
-    "conflict": E.ConflictKind, "tag": E.CaseTag, "role": E.PartyRole,
+    "conflict": E.ConflictKind, "tag": E.CaseTag, "role": E.PartyRole, "colour": E.Colour,
+    "obligation_state": E.ObligationState, "alert_kind": E.AlertKind,
 }
 
 
@@ -504,21 +507,84 @@ def refusal(code: str | None) -> str:
     return _(msgid) if msgid else str(code or "")
 
 
-# English names of the deadline rules (the Chinese ones are ``schema.deadlines.RULES``).
-RULE_EN: dict[str, str] = {
-    "register_route": "Register and route or notify (15 days)",
-    "village_handling": "Village handling limit (7 days)",
-    "township_handling": "Township handling limit (15 days)",
-    "handle_decide": "Decide after acceptance (60 days)",
-    "review_decide": "Review decision (30 days)",
-    "rereview_decide": "Re-review decision (30 days)",
+# English names of the deadline rules (the Chinese ones are ``schema.rules.RULE_DEFS``), the
+# figure in brackets replaced by this county's (``rule_label``).
+RULE_EN: dict[str, str] = {rid: d.en for rid, d in RULE_DEFS.items()}
+
+# English names of the events a deadline counts from (the Chinese: ``schema.rules.START_EVENTS``).
+START_EVENT_EN: dict[str, str] = {
+    "received": "Receipt", "routed": "Routing or assignment", "accepted": "Acceptance",
+    "reopened": "Reopening", "decision_served": "Decision served", "review_requested": "Review requested",
+    "review_decided": "Review decided", "rereview_requested": "Re-review requested",
+    "agreement": "Mediation agreement", "reported_up": "Reported up to this level", "closed": "Closing",
+    "last_progress": "Last progress entry (or assignment)",
+}
+
+# How a duty ended without being met (``Obligation.ended``).
+ENDED: dict[str, str] = {
+    "escalated": N_("ended: the case was taken up a level"),
+    "closed": N_("ended: the case was closed"),
+    "extended": N_("ended: extended only after the limit had passed"),
+    "reopened": N_("ended: the case was reopened"),
+    "voided": N_("ended: the case was voided"),
+}
+
+OBLIGATION_KINDS: dict[str, str] = {
+    "duty": N_("Duty of the office"),
+    "window": N_("Window to act"),
 }
 
 
-def rule_label(rule: str | None, zh: str | None) -> str:
+def rule_label(rule_id: str | None, rules: Rules) -> str:
+    """A rule's name with this county's figure: 村级办理时限(3日) / Village handles before reporting up (3 days)."""
+    return rule_name(rule_id, rules, lang())
+
+
+def start_event_label(event: str) -> str:
     if lang() == "en":
-        return RULE_EN.get(str(rule), str(rule or ""))
-    return str(zh or rule or "")
+        return START_EVENT_EN.get(event, event)
+    return START_EVENTS.get(event, event)
+
+
+def flag_text(flag: Mapping[str, Any]) -> str:
+    """A flag of ``case_status`` (clock skew, group, repeat, reopened, final) as a phrase."""
+    kind = flag.get("flag")
+    if kind == "clock_skew":
+        return _("The clock of device %(device)s was off by about %(minutes)s minutes; "
+                 "the times typed on it were corrected.", device=str(flag.get("device", ""))[:8],
+                 minutes=abs(int(flag.get("skew_minutes") or 0)))
+    if kind == "group":
+        return _("Group petition (%(n)s people)", n=flag.get("people") or "")
+    if kind == "repeat":
+        return _("Repeat petition")
+    if kind == "reopened":
+        return _("Reopened after closing")
+    if kind == "final":
+        return _("Final: the matter is concluded")
+    return str(kind)
+
+
+def obligation_rows(obligations: Iterable[Mapping[str, Any]], rules: Rules) -> list[dict[str, Any]]:
+    """The case's obligations as the case page lists them."""
+    out = []
+    for o in obligations:
+        notes = []
+        if o.get("late"):
+            notes.append(_("late"))
+        if o.get("met_at"):
+            notes.append(_("done %(when)s", when=fmt_dt(o["met_at"])))
+        ended = ENDED.get(str(o.get("ended")))
+        if ended:
+            notes.append(_(ended))
+        if o.get("estimated"):
+            notes.append(_("estimated: that year's holidays are not published yet"))
+        out.append({
+            **o, "label": rule_label(o["rule"], rules), "event": start_event_label(o["start_event"]),
+            "kind_label": _(kind) if (kind := OBLIGATION_KINDS.get(o["kind"])) else o["kind"],
+            "state_label": enum_label("obligation_state", o["state"]), "notes": notes,
+            "css": f"ob-{o['state']}" + (" ob-late" if o.get("late") else ""),
+        })
+    return out
 
 
 @dataclass
@@ -539,8 +605,14 @@ class TimelineEntry:
 CASE_FACTS_ONLY = frozenset({"case_no", "origin_node", "first_receiver", "level", "node", "summary", "demands"})
 
 
-def timeline_entries(detail: Mapping[str, Any], *, unmask: bool) -> list[TimelineEntry]:
+def timeline_entries(detail: Mapping[str, Any], *, unmask: bool, rules: Rules | None = None) -> list[TimelineEntry]:
+    """The case's ops as the timeline shows them (a rule named by an op: ``rule_label``)."""
+
+    def rule_name(rule_id: Any) -> str:
+        return rule_label(str(rule_id), rules) if rules is not None else str(rule_id)
+
     party_names = {p["id"]: p.get("name") or "" for p in detail.get("parties", [])}
+    withdrawn = {a["id"] for a in detail.get("alerts", []) if a.get("withdrawn_at")}
     out = []
     for op in detail["timeline"]:
         entity, kind, values = op["entity"], op["kind"], op["values"] or {}
@@ -556,7 +628,7 @@ def timeline_entries(detail: Mapping[str, Any], *, unmask: bool) -> list[Timelin
             if values.get("reason"):
                 rows.append((_("Reason"), str(values["reason"]), True))
             if values.get("rule"):
-                rows.append((_("Rule"), str(values["rule"]), False))
+                rows.append((_("Rule"), rule_name(values["rule"]), False))
         elif kind == "void":
             title = _("%(what)s voided", what=entity_label(entity))
             rows.append((_("Reason"), str(values.get("reason", "")), True))
@@ -584,28 +656,20 @@ def timeline_entries(detail: Mapping[str, Any], *, unmask: bool) -> list[Timelin
                 if name not in values or (entity == "case" and kind == "create" and name in CASE_FACTS_ONLY):
                     continue
                 text = show_value(entity, name, values[name], unmask=unmask, party_names=party_names)
+                if entity == "alert" and name == "rule":
+                    text = rule_name(values[name])
+                elif entity == "alert" and name == "start_event":
+                    text = start_event_label(str(values[name]))
                 if text:
                     wide = spec is not None and spec.field_map[name].kind == "text"
                     rows.append((field_label(entity, name), text, wide))
         out.append(TimelineEntry(
             when=fmt_dt(op["occurred_at"]), author=op["author"], entity=entity, kind=kind,
             title=title, rows=rows, refused=op.get("refused"),
-            css=f"tl-{entity} tl-{kind}",
+            css=f"tl-{entity} tl-{kind}" + (" tl-withdrawn" if entity == "alert" and kind == "create"
+                                             and op["entity_id"] in withdrawn else ""),
         ))
     return out
-
-
-def due_class(due: str | None, now: datetime) -> str:
-    if not due:
-        return ""
-    d = datetime.fromisoformat(due)
-    if d < now:
-        return "due-over"
-    if d - now <= timedelta(days=3):
-        return "due-soon"
-    if d - now <= timedelta(days=7):
-        return "due-near"
-    return "due-ok"
 
 
 # ---------------------------------------------------------------------------
@@ -791,11 +855,9 @@ def cases() -> str:
                                     sort=sort, include_voided=include_voided)
     pages = max(1, -(-total // PER_PAGE))
     page = min(page, pages)
-    now = datetime.fromtimestamp(c.clock(), CHINA)
+    rules = c.rules()
     for row in rows:
-        row["due_class"] = due_class(row["next_due"], now)
-        due = next_due(row)
-        row["due_label"] = rule_label(due.rule, due.zh) if due else ""
+        row["due_label"] = rule_label(row["next_rule"], rules)
     return render_template(
         "cases.html", rows=rows, filters=filters, sort=sort, include_voided=include_voided,
         total=total, page=page, pages=pages,
@@ -882,9 +944,15 @@ def case(case_id: str) -> str:
     unmask = request.args.get("show") == "1"
     detail = c.case_detail(case_id, unmask=unmask)
     row = detail["case"]
-    now = datetime.fromtimestamp(c.clock(), CHINA)
-    deadlines = [{**d, "css": due_class(d["due"], now), "label": rule_label(d["rule"], d["zh"])}
-                 for d in detail["deadlines"]]
+    rules = c.rules()
+    obligations = obligation_rows(detail["obligations"], rules)
+    status = detail["status"]
+    flags = [flag_text(f) for f in status["flags"]]
+    if status["backlog"]:
+        flags.append(_("Backlog case: a limit passed unmet"))
+    alerts = [{**a, "kind_label": enum_label("alert_kind", a.get("kind")),
+               "rule_label": rule_label(a.get("rule"), rules) if a.get("rule") else ""}
+              for a in detail["alerts"] if not a.get("voided")]
     party_names = {p["id"]: p.get("name") or "" for p in detail["parties"]}
     conflicts = []
     for cf in detail["conflicts"]:
@@ -911,8 +979,9 @@ def case(case_id: str) -> str:
                           "field_label": field_label(entity, cf["field"]) if cf["field"] else ""})
     level_blocked = not detail["allowed_actions"] and E.LEVEL_ORDER.get(row["level"], 0) > E.LEVEL_ORDER.get(c.level, 0)
     return render_template(
-        "case.html", case=row, detail=detail, unmask=unmask, deadlines=deadlines,
-        conflicts=conflicts, timeline=timeline_entries(detail, unmask=unmask),
+        "case.html", case=row, detail=detail, unmask=unmask, obligations=obligations, status=status,
+        flags=flags, alerts=alerts,
+        conflicts=conflicts, timeline=timeline_entries(detail, unmask=unmask, rules=rules),
         record_actions=RECORD_ACTIONS, allowed=detail["allowed_actions"], level_blocked=level_blocked,
         case_fields=[n for n in ("category", "subject", "channel", "received_at", "first_receiver",
                                  "origin_node", "people_count", "simplified", "not_public")],

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
+from werkzeug.serving import make_server
 
-from tests.field_client.web_support import BAD_ID, GOOD_ID, PASSPHRASE
+from field_client.store import FieldClient
+from field_client.web import create_app
+from tests.field_client.web_support import (
+    BAD_ID,
+    GOOD_ID,
+    NODE,
+    NODE_NAME,
+    PASSPHRASE,
+    USER,
+    Clock,
+    case_values,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -196,3 +210,69 @@ def test_an_invalid_form_shows_the_error_inline_and_keeps_what_was_typed(
     shot(page, screenshots, "07-case-english")
     page.click("#lang-switch")
     expect(page.locator("header")).to_contain_text("我的案件")
+
+
+# ---- due dates and colours (docs/deadlines.md "On the laptop") ----
+
+
+@pytest.fixture
+def clocked_server(tmp_path: Path) -> Iterator[tuple[str, Any, Clock]]:
+    """The web UI on 127.0.0.1 over a fresh device whose clock the test moves."""
+    clock = Clock()
+    data = tmp_path / "data"
+    FieldClient.init(data, PASSPHRASE, node=NODE, user=USER, node_name=NODE_NAME, clock=clock).close()
+    app = create_app(data, test_config={"MINQING_CLOCK": clock})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="web-under-test", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", app, clock
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+        app.extensions["minqing"].lock_all()
+
+
+def caseload_rows(page: Any) -> list[tuple[str, str, str]]:
+    """(title, colour badge text, badge background colour) of each caseload row, top to bottom."""
+    return [
+        (row.query_selector(".c-title a").inner_text(), row.query_selector(".colour").inner_text(),
+         row.query_selector(".colour").evaluate("el => getComputedStyle(el).backgroundColor"))
+        for row in page.query_selector_all("#case-list tbody tr")
+    ]
+
+
+def test_the_caseload_shows_each_case_s_colour_and_sorts_by_urgency_as_the_clock_moves(
+    page: Any, clocked_server: tuple[str, Any, Clock], screenshots: Path
+) -> None:
+    base, app, clock = clocked_server
+    unlock(page, base)
+    fc: FieldClient = app.extensions["minqing"].client
+    with app.extensions["minqing"].lock:
+        fc.new_case(case_values(title="甲村宅基地纠纷"), [])  # due 11-29
+        clock.advance(3 * 86400)
+        fc.new_case(case_values(title="乙村重复来访", tags=["repeat"]), [])  # yellow from the start, due 12-02
+        fc.new_case(case_values(title="丙村新纠纷"), [])  # green
+    page.goto(base + "/cases")
+    rows = caseload_rows(page)
+    assert [(t, c) for t, c, _ in rows] == [("乙村重复来访", "黄色"), ("甲村宅基地纠纷", "蓝色"), ("丙村新纠纷", "绿色")]
+    assert len({bg for _, _, bg in rows}) == 3  # three colours drawn, each also named
+    assert page.inner_text("#filter-sort option:checked").startswith("最紧急的在前")
+    fits_the_screen(page)
+    shot(page, screenshots, "08-caseload-colours")
+
+    clock.advance(5 * 86400)  # 11-30: 甲 is overdue, 乙 still yellow, 丙 within 7 days
+    page.reload()
+    rows = caseload_rows(page)
+    assert [(t, c) for t, c, _ in rows] == [("甲村宅基地纠纷", "橙色"), ("乙村重复来访", "黄色"), ("丙村新纠纷", "黄色")]
+    due = page.inner_text("#case-list tbody tr:first-child .c-due")
+    assert "2026-11-29 23:59" in due and "村级办理时限(7日)" in due
+
+    page.click("text=甲村宅基地纠纷")
+    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+    assert page.inner_text("#case-colour") == "预警：橙色"
+    village = page.inner_text("#deadlines li[data-rule=village_handling]")
+    assert "已超期" in village and "自收件" in village
+    fits_the_screen(page)
+    shot(page, screenshots, "09-case-deadlines")

@@ -19,7 +19,7 @@ from conflict.author import make_op
 from field_client import keystore
 from field_client.cli import main
 from field_client.store import FieldClient
-from schema.deadlines import CHINA
+from schema.obligations import CHINA
 
 PASSPHRASE = "village-pass-1"
 NODE, USER, NODE_NAME = "V001", "wangli", "东村"

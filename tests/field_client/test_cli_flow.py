@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from field_client.store import FieldClient
-from schema.deadlines import CHINA
+from schema.obligations import CHINA
 from tests.field_client.conftest import ID_NUMBER, PASSPHRASE, PHONE, Cli, foreign_set, new_case
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -39,8 +39,8 @@ def test_a_case_goes_from_registration_through_mediation_and_is_reported_up(cli:
     listing = cli("case", "list")
     assert listing.code == 0
     detail = cli("case", "show", no, "--json", "--unmask").json()
-    due = detail["deadlines"][0]
-    assert due["rule"] == "village_handling"
+    due = detail["obligations"][0]
+    assert due["rule"] == "village_handling" and due["start_event"] == "received" and due["state"] == "pending"
     row = next(line for line in listing.out.splitlines() if no in line)
     assert due["due"][:10] in row and "村级办理时限(7日)" in row and "办理中" in row
 

@@ -23,7 +23,7 @@ import pytest
 
 from field_client import keystore
 from field_client.store import FieldClient
-from schema.deadlines import CHINA
+from schema.obligations import CHINA
 from tests.field_client.conftest import PASSPHRASE
 
 WRITER = Path(__file__).with_name("crash_writer.py")

@@ -8,9 +8,9 @@ import pytest
 
 from conflict.author import make_op
 from field_client.forms import choices, coerce, enum_member, explain, label
-from schema.deadlines import CHINA
 from schema.enums import Action, Category, Level, PartyRole, Subject
 from schema.errors import OpInvalid, OpsRejected
+from schema.obligations import CHINA
 from schema.validation import check_op, parse_ops
 
 GOOD_ID = "11010519491231002X"

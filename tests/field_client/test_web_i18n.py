@@ -21,9 +21,9 @@ from flask import Flask
 from field_client import web
 from field_client.store import FieldClient
 from schema import enums
-from schema.deadlines import RULES
 from schema.entities import ENTITIES
 from schema.lifecycle import TRANSITIONS
+from schema.rules import RULE_DEFS, START_EVENTS
 from tests.field_client.web_support import (
     CJK,
     GOOD_ID,
@@ -106,7 +106,11 @@ def test_every_field_entity_rule_and_enum_has_an_english_label() -> None:
     for name, spec in ENTITIES.items():
         assert name in web.ENTITY_EN
         assert set(web.FIELD_EN[name]) >= {f.name for f in spec.fields}, name
-    assert set(web.RULE_EN) == set(RULES)
+    assert set(web.RULE_EN) == set(RULE_DEFS) and all(web.RULE_EN.values())
+    assert set(web.START_EVENT_EN) == set(START_EVENTS)
+    for cls in (enums.Colour, enums.ObligationState, enums.AlertKind):
+        for member in cls:
+            assert member.en and member.zh
     for cls in (enums.State, enums.Action, enums.Category, enums.Subject, enums.Level):
         for member in cls:
             assert member.en and member.zh

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from field_client.store import FieldClient
-from schema.deadlines import CHINA
+from schema.obligations import CHINA
 
 PASSPHRASE = "correct horse 1"
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=CHINA).timestamp()
