@@ -14,7 +14,15 @@ import sqlite3
 import sys
 from datetime import datetime
 
-from bench import caseload_page, client_record, replica_apply, sweep_due, sync_week, workload
+from bench import (
+    audit_verify,
+    caseload_page,
+    client_record,
+    replica_apply,
+    sweep_due,
+    sync_week,
+    workload,
+)
 
 BENCHES = {
     "replica": "Replica.apply of a realistic op stream vs plain executemany",
@@ -22,7 +30,10 @@ BENCHES = {
     "caseload": "GET /cases for a laptop holding 5,000 cases vs the bare SQL behind it",
     "sync": "one village's week: bytes (ours, plain JSON, CouchDB-style), 2G-proxy sync time, merge rate",
     "sweep": "the deadline sweep on 100,000 and 1,000,000 cases with 1% due vs the indexed query finding them",
+    "audit": "sync-server audit verify over a ledger of 100,000 envelopes vs reading and SHA-256 of the same bytes",
 }
+FULL_AUDIT = 100_000
+QUICK_AUDIT = 10_000
 SWEEP_SIZES = [100_000, 1_000_000]
 QUICK_SWEEP_SIZES = [10_000, 100_000]
 FULL_OPS = 100_000
@@ -60,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help=f"replica {QUICK_OPS:,} ops instead of {FULL_OPS:,}; client {QUICK_CLIENT_OPS:,} instead "
                         f"of {FULL_CLIENT_OPS:,}; caseload {QUICK_RENDERS} renders instead of {FULL_RENDERS}; "
-                        "sync one round instead of --repeat")
+                        f"sync one round instead of --repeat; audit {QUICK_AUDIT:,} envelopes instead of {FULL_AUDIT:,}")
     p.add_argument("--ops", type=int, help="replica: number of ops (overrides --quick)")
     p.add_argument("--client-ops", type=int, help="client: ops to record (overrides --quick)")
     p.add_argument("--cases", type=int, default=CASES, help=f"caseload: cases on the laptop (default {CASES:,})")
@@ -107,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             rounds = args.repeat or (1 if args.quick else 3)
             sync_week.report(sync_week.run(
                 seed=args.seed, repeat=max(1, rounds), profile=args.profile, directory=args.dir))
+        elif name == "audit":
+            audit_verify.report(audit_verify.run(QUICK_AUDIT if args.quick else FULL_AUDIT, seed=args.seed,
+                                                 directory=args.dir))
         elif name == "sweep":
             sweep_due.report(sweep_due.run(QUICK_SWEEP_SIZES if args.quick else SWEEP_SIZES, directory=args.dir))
         print(f"after: {load()}")

@@ -550,6 +550,7 @@ class SyncService:
         lookup = self._case_lookup(fresh.conn)
         total = ledger.head(self.store.conn)[0]
         devices: dict[str, tuple[dict[str, Any], set[str]] | None] = {}
+        keys: dict[str, tuple[Ed25519PublicKey | None, list[tuple[int, Ed25519PublicKey]]]] = {}
         entries = ledger.entries(self.store.conn)
         done = 0
         while True:
@@ -558,17 +559,33 @@ class SyncService:
                 return fresh, None
             with fresh.transaction():
                 for e in batch:
-                    failure = self._rebuild_entry(fresh, lookup, devices, e)
+                    failure = self._rebuild_entry(fresh, lookup, devices, keys, e)
                     if failure is not None:
                         return fresh, failure
             done += len(batch)
             if progress is not None:
                 progress("rebuild", done, total)
 
-    def _rebuild_entry(self, fresh: Replica, lookup: Any, devices: dict[str, Any], e: ledger.Entry) -> dict[str, Any] | None:
+    def _rebuild_key(self, keys: dict[str, Any], sender: str, seq: int | None) -> Ed25519PublicKey | None:
+        """``sender_key`` with the keys of each sender read once per rebuild."""
+        if sender not in keys:
+            current = self.sender_key(sender)
+            retired = [(k["until_seq"], Ed25519PublicKey.from_public_bytes(bytes.fromhex(k["ed25519"])))
+                       for k in reversed(lifecycle.retired_keys(self.store.conn, sender))]
+            keys[sender] = (current, retired)
+        current, retired = keys[sender]
+        if seq is not None:
+            for until, key in retired:  # ascending: the first retired key whose range holds seq
+                if seq <= until:
+                    return key  # type: ignore[no-any-return]
+        return current  # type: ignore[no-any-return]
+
+    def _rebuild_entry(self, fresh: Replica, lookup: Any, devices: dict[str, Any], keys: dict[str, Any],
+                       e: ledger.Entry) -> dict[str, Any] | None:
         seq = e.device_seq if e.kind == "device" else None
         try:
-            sealed = env.open(e.envelope, recipient_key=self.keys.x25519, sender_key=lambda s: self.sender_key(s, seq))
+            sealed = env.open(e.envelope, recipient_key=self.keys.x25519,
+                              sender_key=lambda s: self._rebuild_key(keys, s, seq))
         except MinqingError as exc:
             return {"ledger_seq": e.ledger_seq, "code": exc.code, "message": exc.message}
         header = sealed.header
