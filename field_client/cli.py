@@ -336,6 +336,11 @@ def build_parser(lang: str = "zh") -> Parser:
              "take in the county's answer files for this laptop (brought back on USB)", cmd_import)
     p.add_argument("folder", help="回复文件所在文件夹 (folder holding the answer files)")
 
+    # verify, reenroll, rotate-keys: the county IT officer's commands (docs/audit.md)
+    from field_client.cli_ops import register as register_ops
+
+    register_ops(top, leaf)
+
     p = leaf(top, ("serve",), "打开本机网页界面（只在本机 127.0.0.1）", "open the local web UI (127.0.0.1 only)", cmd_serve)
     p.add_argument("--host", default="127.0.0.1", help="地址 (address; default 127.0.0.1)")
     p.add_argument("--port", default="0", help="端口，0 表示自动选择 (port; 0 picks a free one)")

@@ -81,6 +81,12 @@ class HttpTransport:
         except requests.RequestException as exc:
             raise SyncError(f"连不上服务器 (cannot reach the server {self.base}): {type(exc).__name__}",
                             code="sync.unreachable") from exc
+        length = r.headers.get("Content-Length")
+        if length is None or not length.isdigit() or int(length) != len(r.content):
+            # the server always says how long its answer is: a reply cut short (in its headers,
+            # even) is a broken connection, to be retried like one
+            raise SyncError(f"与服务器的连接中断 (the connection to {self.base} broke mid-answer)",
+                            code="sync.unreachable")
         return r.status_code, r.headers.get("Content-Type", ""), r.content
 
 
@@ -281,12 +287,15 @@ class SyncAgent:
     def pack(self, chunk_ops: int = CHUNK_OPS) -> int:
         """Seal every op not yet in a change set into envelopes kept in ``outgoing``."""
         server_x, _, _ = self._server_keys()
+        from field_client.lifecycle import settle_identity
+
+        settle_identity(self)  # after a re-enrollment: number afresh under the new id (docs/audit.md)
         made = 0
         while True:
             with self.client.replica.transaction():
                 rows = self.conn.execute(
                     "SELECT o.op_id FROM outbox o LEFT JOIN packed p ON p.op_id = o.op_id "
-                    "WHERE p.op_id IS NULL ORDER BY o.local_seq LIMIT ?", (chunk_ops,)).fetchall()
+                    "WHERE p.op_id IS NULL AND o.acked = 0 ORDER BY o.local_seq LIMIT ?", (chunk_ops,)).fetchall()
                 if not rows:
                     return made
                 ids = [r[0] for r in rows]
@@ -315,30 +324,63 @@ class SyncAgent:
         self.conn.execute("UPDATE outgoing SET acked_ms=? WHERE seq=? AND acked_ms IS NULL", (now, seq))
         self.conn.execute("UPDATE outbox SET acked=1 WHERE op_id IN (SELECT op_id FROM packed WHERE seq=?)", (seq,))
 
+    def _left_epoch(self, answer: dict[str, Any]) -> bool:
+        """An answer from a server epoch this laptop has left (an old bundle after a restore)."""
+        epoch = answer.get("epoch")
+        return epoch is not None and epoch in json.loads(self.client.meta("pull_epochs_left", "[]") or "[]")
+
+    def _reconcile(self, answer: dict[str, Any]) -> int:
+        """Un-acknowledge change sets the server no longer holds (``seq_status``; a restored server),
+        so they are sent again. Inside the caller's transaction; returns how many."""
+        status = answer.get("seq_status")
+        if not isinstance(status, dict) or self._left_epoch(answer):
+            return 0
+        through, top = int(status.get("through", 0)), int(status.get("max", 0))
+        missing, capped = set(status.get("missing") or []), bool(status.get("capped"))
+        lost = [seq for (seq,) in self.conn.execute(
+            "SELECT seq FROM outgoing WHERE acked_ms IS NOT NULL AND seq > ? ORDER BY seq", (through,))
+            if seq > top or seq in missing or capped]
+        if lost:
+            marks = ", ".join("?" * len(lost))
+            self.conn.execute(f"UPDATE outgoing SET acked_ms=NULL WHERE seq IN ({marks})", lost)
+            self.conn.execute(f"UPDATE outbox SET acked=0 WHERE op_id IN (SELECT op_id FROM packed WHERE seq IN ({marks}))",
+                              lost)
+            self._log("server_lost", {"seqs": lost[:100], "n": len(lost), "through": through})
+        return len(lost)
+
     # ---- push and pull ----
 
     def push(self, report: SyncReport | None = None) -> SyncReport:
         report = report or SyncReport()
         self.pack()
-        pending = self.unacked()
-        total = sum(n for _, _, n in pending)
-        done = 0
-        for seq, envelope, n_ops in pending:
+        for _ in range(3):  # another round resends what an answer showed the server has lost
+            pending = self.unacked()
+            total = sum(n for _, _, n in pending)
+            done = 0
+            lost = 0
+            for seq, envelope, n_ops in pending:
+                self.progress("push", done, total)
+                answer = self._open_answer(self._exchange("/api/v1/push", envelope))
+                if seq not in answer.get("acks", []):
+                    raise SyncError(f"服务器未确认第 {seq} 批 (the server did not acknowledge {seq})", code="sync.bad_answer")
+                with self.client.replica.transaction():
+                    self._ack(seq)
+                    lost += self._reconcile(answer)
+                    if answer.get("quarantined"):
+                        self._log("quarantined", answer["quarantined"])
+                report.pushed_envelopes += 1
+                report.pushed_ops += n_ops
+                report.duplicates += 1 if answer.get("duplicate") else 0
+                report.quarantined.extend(answer.get("quarantined", []))
+                done += n_ops
             self.progress("push", done, total)
-            answer = self._open_answer(self._exchange("/api/v1/push", envelope))
-            if seq not in answer.get("acks", []):
-                raise SyncError(f"服务器未确认第 {seq} 批 (the server did not acknowledge {seq})", code="sync.bad_answer")
-            with self.client.replica.transaction():
-                self._ack(seq)
-                if answer.get("quarantined"):
-                    self._log("quarantined", answer["quarantined"])
-            report.pushed_envelopes += 1
-            report.pushed_ops += n_ops
-            report.duplicates += 1 if answer.get("duplicate") else 0
-            report.quarantined.extend(answer.get("quarantined", []))
-            done += n_ops
-        self.progress("push", done, total)
+            if not lost:
+                break
         return report
+
+    def _epoch(self) -> dict[str, Any]:
+        known = self.client.meta("pull_epoch")
+        return {"epoch": known} if known else {}
 
     def pull(self, report: SyncReport | None = None, *, limit: int = PULL_LIMIT) -> SyncReport:
         report = report or SyncReport()
@@ -346,7 +388,8 @@ class SyncAgent:
         while True:
             cursor = int(self.client.meta("pull_cursor", "0") or 0)
             sent = int(self.client.clock() * 1000)
-            request = env.seal({"device": self.client.device_id, "after": cursor, "limit": limit, "sent_ms": sent, **self._rules_digest()},
+            request = env.seal({"device": self.client.device_id, "after": cursor, "limit": limit, "sent_ms": sent, **self._rules_digest(),
+                                **self._epoch()},
                                type="request", sender=self.client.device_id, seq=0,
                                signing_key=self.client.keys.ed25519, recipient=self._server_keys()[0])
             answer = self._open_answer(self._exchange("/api/v1/pull", request))
@@ -392,11 +435,11 @@ class SyncAgent:
         with self.client.replica.transaction():
             applied = self.client.replica.apply_in_transaction(sealed)
             self._take_rules(answer)
-            if "cursor" in answer:  # never backwards (an older answer bundle imported late)
-                current = int(self.client.meta("pull_cursor", "0") or 0)
-                self.client._set_meta("pull_cursor", str(max(current, int(answer["cursor"]))))
+            if "cursor" in answer and not self._left_epoch(answer):
+                self._move_cursor(int(answer["cursor"]), answer.get("epoch"))
             for seq in answer.get("acks", []):
                 self._ack(int(seq))
+            self._reconcile(answer)
             if bad:
                 self._log("bad_ops_from_server", [{"index": i, "code": e.code} for i, e in bad])
             server_ms = answer.get("server_time_ms")
@@ -413,10 +456,30 @@ class SyncAgent:
             self.client._set_meta("last_sync_ms", str(int(self.client.clock() * 1000)))
             self.client.refresh_due_in_transaction(applied.cases)
 
+    def _move_cursor(self, cursor: int, epoch: Any) -> None:
+        """Never backwards (an older answer bundle imported late), except into a new server epoch
+        (the server was restored from a backup: it numbers its ops afresh from the restore point)."""
+        known = self.client.meta("pull_epoch")
+        current = int(self.client.meta("pull_cursor", "0") or 0)
+        if epoch is None or epoch == known or (known is None and epoch == "0"):
+            cursor = max(current, cursor)
+        else:
+            if known is not None:
+                left = json.loads(self.client.meta("pull_epochs_left", "[]") or "[]")
+                self.client._set_meta("pull_epochs_left", json.dumps([*left, known]))
+            self._log("server_epoch", {"from": known, "to": epoch, "cursor": cursor, "was": current})
+        if epoch is not None:
+            self.client._set_meta("pull_epoch", str(epoch))
+        self.client._set_meta("pull_cursor", str(cursor))
+
     def sync(self) -> SyncReport:
-        """Push everything pending, then pull everything new."""
+        """Push everything pending, then pull everything new (and push again what the pull's
+        answer showed the server no longer holds)."""
         report = self.push()
-        return self.pull(report)
+        report = self.pull(report)
+        if self.unacked():
+            report = self.push(report)
+        return report
 
     def ping(self) -> dict[str, Any] | None:
         """The server's answer to /ping, or None when it cannot be reached."""
@@ -446,7 +509,7 @@ class SyncAgent:
             written.append(path)
         cursor = int(self.client.meta("pull_cursor", "0") or 0)
         request = env.seal({"device": self.client.device_id, "after": cursor, "limit": 5000,
-                            "sent_ms": int(self.client.clock() * 1000), **self._rules_digest()},
+                            "sent_ms": int(self.client.clock() * 1000), **self._rules_digest(), **self._epoch()},
                            type="request", sender=self.client.device_id, seq=0,
                            signing_key=self.client.keys.ed25519, recipient=self._server_keys()[0])
         req_path = out / f"mq-{self.client.device_id}-request.mqe"
