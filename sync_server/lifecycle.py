@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from schema import envelope as env
 from schema.errors import MinqingError
 from schema.ops import canonical_json
-from sync_server.errors import BadRequest, Conflict, EnrollRefused, NotFound, ServerError
+from sync_server.errors import BadRequest, Conflict, EnrollRefused, NotFound
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS device_keys (device_id TEXT NOT NULL, ed25519 TEXT NOT NULL, x25519 TEXT NOT NULL,
@@ -362,14 +362,14 @@ def rotate(svc: Any, data: bytes, *, carrier: str | None = None) -> bytes:
         except ValueError as exc:
             raise BadRequest("the new X25519 key is malformed") from exc
         if not _verify(ed_hex, proof, rotate_message(dev["device_id"], x_hex, ed_hex, first_seq)):
-            raise ServerError("新密钥的证明无效 (the new key's proof does not verify)", code="sync.bad_rotation")
+            raise BadRequest("新密钥的证明无效 (the new key's proof does not verify)", code="sync.bad_rotation")
         if signer != dev["ed25519"]:
             if dev["ed25519"] != ed_hex or dev["x25519"] != x_hex:
                 raise Conflict("该请求由已停用的密钥签名 (signed with a retired key)", code="sync.stale_key")
         else:
             received = conn_closed_seq(store.conn, dev["device_id"])
             if first_seq <= received:
-                raise Conflict(f"新密钥须从序号 {received + 1} 之后开始 (first_seq must follow the last received "
+                raise BadRequest(f"新密钥须从序号 {received + 1} 之后开始 (first_seq must follow the last received "
                                f"seq {received})", code="sync.bad_rotation", details={"last_seq": received})
             now = store.now_ms()
             with store.transaction():
