@@ -172,6 +172,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "flag_repeat": ("重复信访", "repeat petition"),
     "flag_reopened": ("办结后重新办理", "reopened after closing"),
     "flag_final": ("已终结", "final: the matter is concluded"),
+    "flag_engine_error": ("本机无法计算此案的办理期限，请告知县里的 IT",
+                          "the due dates of this case could not be worked out on this laptop; please tell county IT"),
     "kind_duty": ("办理时限", "duty"),
     "kind_window": ("可申请（异议）期间", "window"),
     "ob_late": ("逾期完成", "late"),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -50,6 +51,8 @@ from schema.ops import Op
 from schema.rules import Rules, RulesInvalid, default_rules, parse_rules
 from schema.stamp import parse
 from schema.validation import check_op
+
+log = logging.getLogger("field_client.store")
 
 REPLICA_FILE = "replica.db"
 RULES_META = "county_rules"  # client_meta key: the county's rules file as the server sent it
@@ -263,23 +266,25 @@ class FieldClient:
 
     def status_of(self, case_id: str, *, now_ms: int | None = None) -> CaseStatus:
         """The case's obligations, colour and flags now (``schema.obligations.case_status``)."""
-        return case_status(case_id, self.replica.ops_for_case(case_id), self.rules(),
-                           self.now_ms() if now_ms is None else now_ms)
+        return _status(case_id, self.replica.ops_for_case(case_id), self.rules(),
+                       self.now_ms() if now_ms is None else now_ms)
 
     def refresh_due_in_transaction(self, case_ids: Iterable[str] | None) -> int:
-        """Rewrite the ``case_due`` rows of ``case_ids`` (None: every case). Inside a transaction."""
+        """Rewrite the ``case_due`` rows of ``case_ids`` (None: every case) that have a row in
+        ``cases`` (ops of a case whose own record has not arrived wait for it). Inside a transaction."""
         conn = self.replica.conn
         ids = (sorted({r[0] for r in conn.execute("SELECT id FROM cases")}) if case_ids is None
-               else sorted(set(case_ids)))
+               else sorted(i for i in set(case_ids)
+                           if conn.execute("SELECT 1 FROM cases WHERE id=?", (i,)).fetchone()))
         now = self.now_ms()
         rules = self.rules()
         rows = []
         for cid in ids:
             ops = self.replica.ops_for_case(cid)
-            st = case_status(cid, ops, rules, now)
+            st = _status(cid, ops, rules, now)
             case_no = next((op.values.get("case_no") for op in ops
                             if op.entity == "case" and op.entity_id == cid and op.kind == "create"), None)
-            nd = st.next_due  # a case whose create has not arrived yet: green, no due date
+            nd = st.next_due  # a case whose create has not arrived yet (only edits): green, no due date
             rows.append((cid, case_no, nd.due if nd else None, nd.rule if nd else None, st.colour,
                          colour_rank(st.colour), int(st.overdue), int(st.backlog),
                          json.dumps([o.to_dict() for o in st.obligations], ensure_ascii=False),
@@ -295,10 +300,12 @@ class FieldClient:
         evaluation), and cases without a row (ops that came in by another route). Indexed
         look-ups; returns how many rows were rewritten."""
         now = self.now_ms()
-        q = ("SELECT case_id FROM case_due WHERE next_at_ms <= ? "
-             "UNION SELECT case_id FROM case_due WHERE evaluated_ms > ? "
-             "UNION SELECT id FROM cases WHERE NOT EXISTS (SELECT 1 FROM case_due d WHERE d.case_id = cases.id)")
-        stale = [r[0] for r in self.replica.conn.execute(q, (now, now))]
+        conn = self.replica.conn
+        q = "SELECT case_id FROM case_due WHERE next_at_ms <= ? UNION SELECT case_id FROM case_due WHERE evaluated_ms > ?"
+        n_cases, n_due = conn.execute("SELECT (SELECT COUNT(*) FROM cases), (SELECT COUNT(*) FROM case_due)").fetchone()
+        if n_due < n_cases:  # case_due only holds rows of cases: some case has none yet
+            q += " UNION SELECT id FROM cases WHERE NOT EXISTS (SELECT 1 FROM case_due d WHERE d.case_id = cases.id)"
+        stale = [r[0] for r in conn.execute(q, (now, now))]
         if not stale:
             return 0
         with self.replica.transaction():
@@ -683,6 +690,21 @@ def field_errors(exc: OpInvalid) -> dict[str, str]:
     if not out and isinstance(details, dict) and "field" in details:
         out[str(details["field"]).removeprefix("values.")] = exc.message
     return out
+
+
+ENGINE_RETRY_MS = 3_600_000  # a case the engine failed on is tried again an hour later (or with its next op)
+
+
+def _status(case_id: str, ops: list[Op], rules: Rules, now_ms: int) -> CaseStatus:
+    """``case_status``, or, should the engine fail on a case, a status saying so (flag
+    ``engine_error``, no due date): one case the engine cannot read must never stop the
+    laptop recording, syncing or showing the others."""
+    try:
+        return case_status(case_id, ops, rules, now_ms)
+    except Exception:  # noqa: BLE001 - any fault of the engine on one case
+        log.exception("case_status failed on case %s", case_id)
+        st = CaseStatus(case_id, exists=True, flags=[{"flag": "engine_error"}], next_at_ms=now_ms + ENGINE_RETRY_MS)
+        return st
 
 
 _DEFAULT_RULES: list[Rules] = []

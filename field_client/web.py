@@ -561,6 +561,8 @@ def flag_text(flag: Mapping[str, Any]) -> str:
         return _("Reopened after closing")
     if kind == "final":
         return _("Final: the matter is concluded")
+    if kind == "engine_error":
+        return _("The due dates of this case could not be worked out on this laptop; please tell the county IT staff.")
     return str(kind)
 
 
