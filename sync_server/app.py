@@ -34,4 +34,7 @@ def create_app(data_dir: str | Path, test_config: dict[str, Any] | None = None) 
     app.teardown_appcontext(api.close_store)
     api.register_errors(app)
     ops_log.init_app(app)  # request ids, JSON-line logs, /healthz, /metrics (docs/audit.md)
+    from sync_server import web
+
+    web.init_app(app)  # the county coordinator's pages under /web (docs/coordinator.md)
     return app
