@@ -37,4 +37,7 @@ def create_app(data_dir: str | Path, test_config: dict[str, Any] | None = None) 
     from sync_server import web
 
     web.init_app(app)  # the county coordinator's pages under /web (docs/coordinator.md)
+    from sync_server import audit_web
+
+    audit_web.init_app(app)  # the auditor's pages under /web/audit (docs/audit.md)
     return app
