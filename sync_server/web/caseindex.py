@@ -398,7 +398,9 @@ class CaseIndex:
                         if k != d:
                             others &= m
                     counts[d] = {v: c for v, b in self.bits[d].items() if (c := (b & others).bit_count())}
-                    counts[d]["*"] = others.bit_count()  # the dimension's "any" option
+                    if d == "voided":  # its "any" option is the default: voided cases hidden
+                        others &= self.bits["voided"].get("0", 0)
+                    counts[d]["*"] = others.bit_count()
             ids = [self.ids[p] for p in self._page(full, total, q.sort, offset, limit)]
             return Result(total, ids, counts)
 

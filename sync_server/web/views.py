@@ -477,7 +477,7 @@ def _due_ms(text: str | None) -> int | None:
 @needs("casework")
 def cases() -> str:
     v = viewer()
-    page = caseload.page(store().conn, index(), request.args, v)
+    page = caseload.page(store().conn, index(), request.args, v, size=caseload.PAGE_SIZE)
     rows = shown_rows(page.rows, v)
     log_confidential("list_confidential", v, what="cases")
     args = {k: request.args.get(k, "") for k in (*DIMS, "q", "sort")}
@@ -944,8 +944,12 @@ def _leader_table(items: list[dict[str, Any]], title: str) -> export.Table:
 
 
 @bp.route("/export/<what>.<fmt>")
-@needs("export")
-def export_file(what: str, fmt: str) -> Response:
+def export_file(what: str, fmt: str) -> Any:
+    permission = "access_log" if what == "access-log" else "export"
+    return needs(permission)(_export_file)(what, fmt)
+
+
+def _export_file(what: str, fmt: str) -> Response:
     if fmt not in ("csv", "xlsx"):
         abort(404)
     v = viewer()
@@ -996,9 +1000,6 @@ def export_file(what: str, fmt: str) -> Response:
         tables = [_leader_table(items, _("Handover list"))]
         detail = {"leader": leader, "rows": len(items)}
     elif what == "access-log":
-        s = g.get("session")
-        if s is None or not s.user.can("access_log"):
-            raise Forbidden(_("Your account may not open this page."))
         _total, rows_ = access_rows(limit=None)
         tables = [export.Table(_("Access log"), [_("When"), _("User"), _("Action"), _("Case"), _("What"),
                                                  _("Address"), _("Detail")],
