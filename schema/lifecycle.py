@@ -11,8 +11,9 @@ Rules beyond the table:
     a village cannot act on a case that has been reported up (``transition.level_too_low``);
   * ``escalate`` (上报) raises the level by one and needs ``to_node``; not beyond county;
     with ``from_level`` (the server's deadline escalations carry it) it applies only while
-    the case is still at that level (``transition.level_changed``), so an escalation
-    decided on old information never lifts a case twice;
+    the case is still at that level (``transition.level_changed``) and has not had its
+    decision there (``transition.already_decided``), so an escalation decided on old
+    information never lifts a case twice, nor one the level had already dealt with;
   * ``extend`` (延期) is allowed once, at most 30 days (信访工作条例 Art. 34);
   * ``decide`` / ``decide_review`` / ``decide_rereview`` carry a ``decision``;
   * a voided case takes no transitions.
@@ -147,6 +148,9 @@ def apply_transition(
         if expected is not None and expected != level:
             raise refuse("level_changed", f"the case is no longer at {expected} level (now {level})",
                          from_level=expected, case_level=level)
+        if expected is not None and state == S.DECIDED:
+            raise refuse("already_decided", f"the {level} level has already issued its decision",
+                         from_level=expected, state=state)
         new["level"] = NEXT_LEVEL[level]
         new["node"] = values["to_node"]
         new["level_since"] = occurred_at

@@ -107,7 +107,8 @@ class Obligation:
 
     @property
     def open(self) -> bool:
-        return self.state in (OS.PENDING, OS.OVERDUE, OS.AWAITING_SYNC)
+        """Still waiting for someone: not met, and not ended another way (an escalation, a closing)."""
+        return self.ended is None and self.state in (OS.PENDING, OS.OVERDUE, OS.AWAITING_SYNC)
 
     def met_ms(self) -> int | None:
         return ms_of(self.met_at) if self.met_at else None
@@ -244,7 +245,7 @@ def _replay(case_id: str, ops: Iterable[Op], times: _Times) -> tuple[CaseStatus,
             continue
         t = times.of(op)  # also notes the device's clock skew
         if op.author != SWEEP_AUTHOR:
-            st.last_ms = max(st.last_ms, parse_stamp(op.stamp).ms)
+            st.last_ms = max(st.last_ms, t)
         if op.entity == "case" and op.entity_id == case_id:
             if op.kind == "create":
                 for k, v in op.values.items():
@@ -254,7 +255,7 @@ def _replay(case_id: str, ops: Iterable[Op], times: _Times) -> tuple[CaseStatus,
                         case_values[k] = v
                 if not st.exists:
                     st.exists = True
-                    st.created_ms = parse_stamp(op.stamp).ms
+                    st.created_ms = t
                     life = initial_lifecycle(op.values["level"], op.values["node"], op.occurred_at)
                     received_ms = times.typed(op.values.get("received_at"), op) or times.of(op)
             elif op.kind in ("set", "resolve"):
@@ -578,10 +579,10 @@ def _colour(st: CaseStatus, values: Mapping[str, Any], rules: Rules, now: int, t
     if st.state == "final":
         st.flags.append({"flag": "final"})
     colour = Colour.GREEN
+    red = rules.red_overdue_days * DAY_MS
+    blue = rules.blue_within_days * DAY_MS
+    yellow = rules.yellow_within_days * DAY_MS
     if not st.voided and (st.is_open or open_duties):
-        red = rules.red_overdue_days * DAY_MS
-        blue = rules.blue_within_days * DAY_MS
-        yellow = rules.yellow_within_days * DAY_MS
         if group or (life.get("reopened") and st.is_open) or any(
                 o.state == OS.OVERDUE and now - o.due_ms > red for o in open_duties):
             colour = Colour.RED
@@ -660,6 +661,10 @@ def _met_before(ob: Obligation, t: int) -> bool:
 def _why(ob: Obligation | None, default: str) -> str:
     if ob is None:
         return default
+    if ob.state == OS.MET and ob.late:
+        return (f"{ob.zh}已于 {ob.met_at} 完成 (操作 {ob.met_by and ob.met_by[:8]})，晚于期限 {ob.due}，"
+                f"但早于本督办生效；该记录晚于本督办到达 (the work was done late, but before this took effect; "
+                f"its record arrived afterwards)")
     if ob.state == OS.MET:
         return (f"{ob.zh}已于 {ob.met_at} 完成 (操作 {ob.met_by and ob.met_by[:8]})，"
                 f"不晚于期限 {ob.due}；该记录晚于本督办到达 (the work was done in time; its record arrived late)")
@@ -727,7 +732,7 @@ def sweep_ops(case_id: str, ops: list[Op], rules: Rules, now_ms: int, ctx: Sweep
                             "number": f"TX-{ob.rule}-{china_date(due).isoformat()}",
                             "summary": f"提醒函：{ob.zh}已于 {ob.due} 到期，请尽快办理并记录。"}))
         later = moment(due + rules.warning_notice_after_days * DAY_MS)
-        if ob.state == OS.OVERDUE and rules.warning_notice_after_days and later <= now_ms:
+        if ob.open and ob.state == OS.OVERDUE and rules.warning_notice_after_days and later <= now_ms:
             k2 = key(ob, "warning_notice")
             out.append(_op(ctx, derived_id(k2, "notice", "create"), later, 0, "notice", derived_id(k2, "notice"),
                            case_id, "create",

@@ -155,7 +155,7 @@ class Rules:
 # ---- reading a TOML file, with the line of each refusal ----
 
 _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=")
 
 
 def _line_index(text: str) -> dict[tuple[str, str], int]:
@@ -170,7 +170,10 @@ def _line_index(text: str) -> dict[tuple[str, str], int]:
             continue
         k = _KEY.match(line)
         if k:
-            out.setdefault((table, k.group(1)), n)
+            parts = [p.strip() for p in k.group(1).split(".")]
+            for i in range(len(parts)):  # a.b.c = 1 in [t]: ("t", "a"), ("t.a", "b"), ("t.a.b", "c")
+                where = ".".join([table, *parts[:i]]).strip(".")
+                out.setdefault((where, parts[i]), n)
     return out
 
 
@@ -181,7 +184,10 @@ class _Reader:
         self.lines = _line_index(text)
 
     def fail(self, table: str, key: str, reason: str) -> RulesInvalid:
-        line = self.lines.get((table, key)) or self.lines.get((table, "")) or 0
+        parent, _, last = table.rpartition(".")
+        full = f"{table}.{key}".strip(".")
+        line = (self.lines.get((table, key)) or self.lines.get((full, ""))
+                or self.lines.get((parent, last)) or self.lines.get((table, "")) or 0)
         where = f"{self.source}:{line}" if line else self.source
         return RulesInvalid(f"{where}: {reason}", details={"line": line, "table": table, "key": key,
                                                             "reason": reason, "file": self.source})

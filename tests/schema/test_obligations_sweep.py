@@ -323,9 +323,6 @@ def test_voiding_the_case_withdraws_its_alerts_and_voids_its_letters() -> None:
     assert (st.voided, st.colour, st.overdue) == (True, "green", False)
 
 
-@pytest.mark.xfail(strict=True, raises=UnboundLocalError,
-                   reason="BUG: case_status crashes (UnboundLocalError 'blue' in _colour) on a voided case that "
-                          "has a duty ended late, e.g. escalated on its deadline and then voided")
 def test_a_case_escalated_on_its_deadline_and_then_voided_can_still_be_swept() -> None:
     b, _ = escalated_village_case()
     b.void("2026-03-10T09:00:00+08:00")
@@ -334,9 +331,6 @@ def test_a_case_escalated_on_its_deadline_and_then_voided_can_still_be_swept() -
     assert ("notice", "void", "") in what(new_ops(b.ops, out))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a village decide stamped before the due, arriving after the server's "
-                                       "escalation, withdraws the alert but the escalation still applies (decided is "
-                                       "an open state): the case stays at the township with a new township deadline")
 def test_a_decide_stamped_before_the_due_arriving_after_the_escalation_leaves_the_case_at_the_village() -> None:
     b, written = escalated_village_case()
     b.transition("decide", "2026-03-08T10:00:00+08:00")  # the village decided in time; not closed yet
@@ -349,8 +343,6 @@ def test_a_decide_stamped_before_the_due_arriving_after_the_escalation_leaves_th
     assert not [o for o in st.obligations if o.rule == "township_handling"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an escalation withdrawn because the village acted (late) before it "
-                                       "says the work was done in time, not later than the due")
 def test_the_withdrawal_of_an_escalation_after_late_work_does_not_say_it_was_in_time() -> None:
     b = village_case()
     contact = ms("2026-03-08T00:00:00+08:00")
@@ -364,8 +356,6 @@ def test_the_withdrawal_of_an_escalation_after_late_work_does_not_say_it_was_in_
     assert "in time" not in reasons[0] and "不晚于期限" not in reasons[0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a village_handling duty ended late by the escalation stays overdue, so "
-                                       "the sweep sends a 警示单 15 days on though the township closed the case in time")
 def test_no_warning_notice_for_a_case_escalated_and_closed_in_time_by_the_township() -> None:
     b, _ = escalated_village_case()
     b.transition("decide", "2026-03-12T10:00:00+08:00", acting_level="township")
@@ -375,8 +365,6 @@ def test_no_warning_notice_for_a_case_escalated_and_closed_in_time_by_the_townsh
     assert "warning_notice" not in [w[2] for w in what(fresh)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the sweep's stamp floor uses raw stamps, not capped by received_ms: an "
-                                       "op stamped in the future silences the sweep (no overdue, no escalation)")
 def test_an_op_stamped_in_the_future_does_not_hold_back_the_sweep() -> None:
     b = CaseBuilder(level="village", node=VILLAGE)
     # a laptop whose clock ran 18 days fast stamped the record; the server received it on 3/2

@@ -672,8 +672,6 @@ def test_the_status_says_when_the_clock_alone_next_changes_it() -> None:
 
 # ---- what DOMAIN.md says about closed cases: colour is per open case ----
 
-@pytest.mark.xfail(strict=True, reason="BUG: a duty ended late by an escalation stays 'overdue' (open) forever: "
-                                       "a case the township closed in time is orange, then red")
 def test_a_case_escalated_on_its_village_deadline_and_closed_by_the_township_is_not_overdue() -> None:
     b = CaseBuilder(level="village", node=VILLAGE)
     b.create(at("2026-03-02"))

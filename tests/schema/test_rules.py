@@ -166,8 +166,6 @@ LOST_LINES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: refusals in an unknown top-level table ([colors]) or in inline-table / "
-                                       "dotted-key form are reported with line 0 (no file:LINE)")
 @pytest.mark.parametrize(("text", "line"), [r[1:] for r in LOST_LINES], ids=[r[0] for r in LOST_LINES])
 def test_a_refusal_names_its_line_whatever_the_toml_form(text: str, line: int) -> None:
     with pytest.raises(RulesInvalid) as exc:
