@@ -18,6 +18,7 @@ from bench import (
     audit_verify,
     caseload_page,
     client_record,
+    coordinator_caseload,
     replica_apply,
     sweep_due,
     sync_week,
@@ -31,6 +32,7 @@ BENCHES = {
     "sync": "one village's week: bytes (ours, plain JSON, CouchDB-style), 2G-proxy sync time, merge rate",
     "sweep": "the deadline sweep on 100,000 and 1,000,000 cases with 1% due vs the indexed query finding them",
     "audit": "sync-server audit verify over a ledger of 100,000 envelopes vs reading and SHA-256 of the same bytes",
+    "coordinator": "the county caseload page (/web/cases) on 200,000 cases vs the bare SQL for the same filter",
 }
 FULL_AUDIT = 100_000
 QUICK_AUDIT = 10_000
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="rounds on fresh files; medians are reported (default 3; sync: 1 with --quick)")
     p.add_argument("--dir", help="where to put the database files (default: the temp dir)")
     p.add_argument("--no-verify", action="store_true", help="skip verify_rebuild after round 1")
+    p.add_argument("--verify", action="store_true",
+                   help="coordinator: check the copied county with Replica.verify_rebuild (slow at full size)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="profile round 1's replica step (client: the client's recording; sync: the server's "
                         "merge); print the top N entries by cumtime")
@@ -123,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                                                  directory=args.dir))
         elif name == "sweep":
             sweep_due.report(sweep_due.run(QUICK_SWEEP_SIZES if args.quick else SWEEP_SIZES, directory=args.dir))
+        elif name == "coordinator":
+            renders = args.renders or (QUICK_RENDERS if args.quick else FULL_RENDERS)
+            coordinator_caseload.report(coordinator_caseload.run(
+                quick=args.quick, renders=renders, seed=args.seed, directory=args.dir, check=args.verify))
         print(f"after: {load()}")
         print(flush=True)
     return 0

@@ -28,6 +28,7 @@ The index holds no personal data: codes, enum values, leaders' names, dates, cas
 
 from __future__ import annotations
 
+import bisect
 import re
 import sqlite3
 import threading
@@ -47,7 +48,9 @@ DIMS: tuple[str, ...] = (
 )
 BOOL_DIMS = frozenset({"overdue", "awaiting", "backlog", "conflicts", "voided"})
 SORTS: tuple[str, ...] = ("received", "due", "colour", "case_no", "updated")
-RECHECK_S = 60.0  # how long a case's status row is read again after its ops changed
+RECHECK_S = 60.0
+MAX_MOVES = 2000  # sort-key changes in one refresh moved in place; beyond: sort again when asked
+EXTRACT_MAX = 20_000  # matches taken out and sorted directly when no sort order is built yet  # how long a case's status row is read again after its ops changed
 CHUNK = 500
 
 _NONZERO = re.compile(rb"[^\x00]")
@@ -176,7 +179,8 @@ class CaseIndex:
         self.vals: dict[str, list[Any]] = {d: [] for d in DIMS}
         self.bits: dict[str, dict[str, int]] = {d: {} for d in DIMS}
         self.sortkeys: dict[str, list[Any]] = {s: [] for s in SORTS}
-        self.orders: dict[str, list[int]] = {}
+        self.orders: dict[str, list[tuple[Any, int]]] = {}  # sort -> [(key, position)], sorted
+        self._moves: dict[str, int] = {}
         self.present = 0  # bitmap of positions that hold a case
         self.nodes = Nodes()
         self.seq_mark = 0
@@ -200,6 +204,7 @@ class CaseIndex:
                 return
             self.nodes = nodes  # names may change without the tree changing
             now = self.clock()
+            self._moves = {}
             changed: set[str] = set()
             if top > self.seq_mark:
                 changed = {r[0] for r in conn.execute("SELECT DISTINCT case_id FROM ops WHERE seq > ?",
@@ -301,9 +306,19 @@ class CaseIndex:
                     table[v] = table.get(v, 0) | bit
             self.vals[d][p] = new
         for s in SORTS:
-            if self.sortkeys[s][p] != keys[s]:
+            old_key = self.sortkeys[s][p]
+            if old_key != keys[s]:
                 self.sortkeys[s][p] = keys[s]
-                self.orders.pop(s, None)
+                order = self.orders.get(s)
+                if order is not None:
+                    self._moves[s] = self._moves.get(s, 0) + 1
+                    if self._moves[s] > MAX_MOVES:  # many changed: sort again when next asked
+                        self.orders.pop(s, None)
+                    else:  # a few: move the case within the sorted order
+                        i = bisect.bisect_left(order, (old_key, p))
+                        if i < len(order) and order[i] == (old_key, p):
+                            del order[i]
+                        bisect.insort(order, (keys[s], p))
 
     def _grow(self, case_id: str) -> int:
         p = self.n
@@ -315,8 +330,7 @@ class CaseIndex:
             self.sortkeys[s].append(None)
         self.n += 1
         self.present |= 1 << p
-        for s in list(self.orders):
-            self.orders.pop(s, None)
+        self.orders.clear()  # a new case: sort again when next asked
         return p
 
     def _update_cases(self, conn: sqlite3.Connection, case_ids: list[str]) -> None:
@@ -413,11 +427,11 @@ class CaseIndex:
                 full &= m
             return [self.ids[p] for p in self._page(full, full.bit_count(), q.sort, 0, None)]
 
-    def _order(self, sort: str) -> list[int]:
+    def _order(self, sort: str) -> list[tuple[Any, int]]:
         order = self.orders.get(sort)
         if order is None:
             keys = self.sortkeys[sort]
-            order = sorted(range(self.n), key=lambda p: (keys[p], p))
+            order = sorted(zip(keys, range(self.n), strict=True))
             self.orders[sort] = order
         return order
 
@@ -428,14 +442,15 @@ class CaseIndex:
         if sort not in SORTS:
             sort = "received"
         keys = self.sortkeys[sort]
-        if total <= 20_000 or total * 4 < self.n:  # few: take them out and sort them
-            ps = positions_of(mask, self.n)
+        walk = (offset + want) * self.n / total  # how far down the sort order the page lies
+        if walk > total and not (total > EXTRACT_MAX and sort not in self.orders):
+            ps = positions_of(mask, self.n)  # few: take them out and sort them
             ps.sort(key=lambda p: (keys[p], p))
             return ps[offset : offset + want]
         data = mask.to_bytes((self.n + 7) // 8, "little")  # many: walk the sort order
         out: list[int] = []
         skip = offset
-        for p in self._order(sort):
+        for _key, p in self._order(sort):
             if data[p >> 3] >> (p & 7) & 1:
                 if skip:
                     skip -= 1

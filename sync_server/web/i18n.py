@@ -128,13 +128,13 @@ def entity_label(entity: str) -> str:
     return ENTITIES[entity].zh if entity in ENTITIES else entity
 
 
-def enum_label(enum: type[StrEnum] | str, value: Any) -> str:
-    """The label of ``value`` in the request's language (the raw value if unknown)."""
+def enum_label(enum: type[StrEnum] | str, value: Any, lg: str | None = None) -> str:
+    """The label of ``value`` in the request's language, or ``lg`` (the raw value if unknown)."""
     cls = ENUMS[enum] if isinstance(enum, str) else enum
     member = cls._value2member_map_.get(value)
     if not isinstance(member, E.LabeledEnum):
         return str(value if value is not None else "")
-    text = member.label(lang())
+    text = member.label(lg or lang())
     return text[:1].upper() + text[1:]
 
 
