@@ -35,6 +35,13 @@ from sync_server.service import SyncService
 from sync_server.store import ServerStore
 
 PASSPHRASE = "minqing-demo"
+WEB_PASSWORD = "minqing-demo-web"  # the county web's demo logins (DEMO_USERS)
+DEMO_USERS = [  # (username, role, may see reporters' identities, name)
+    ("coord", "coordinator", False, "县协调员"),
+    ("secret", "coordinator", True, "县协调员(保密权限)"),
+    ("audit", "auditor", False, "信息技术审计员"),
+    ("admin", "admin", False, "系统管理员"),
+]
 SERVER_PORT = 8730
 UI_PORT = 8731
 T0_DAYS_AGO = 16  # the demo fortnight ends about now, so some deadlines are near or past
@@ -206,6 +213,16 @@ def build(root: Path, *, cases: int = 12, seed: int = 2026, out: Any = sys.stdou
     return store, laptops
 
 
+def add_demo_users(store: ServerStore) -> None:
+    """The county web's demo logins (docs/coordinator.md), all with ``WEB_PASSWORD``."""
+    from sync_server.users import add_user
+
+    with store.transaction():
+        for username, role, confidential, name in DEMO_USERS:
+            add_user(store.conn, username, WEB_PASSWORD, role=role, now_ms=store.now_ms(),
+                     display_name=name, confidential=confidential)
+
+
 def report(store: ServerStore, laptops: list[FieldClient], out: Any = sys.stdout) -> bool:
     """Each laptop holds exactly the server's ops of its jurisdiction; conflicts agree."""
     svc = SyncService(store)
@@ -248,10 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     store, laptops = build(root, cases=args.cases)
     ok = report(store, laptops)
+    add_demo_users(store)
     store.close()
     for lap in laptops:
         lap.close()
     print(f"\n演示数据 (demo data): {root}\n笔记本口令 (laptop passphrase): {PASSPHRASE}")
+    print(f"县代办中心网页登录 (county web logins), 密码 (password) {WEB_PASSWORD}: "
+          "coord 协调员 (coordinator), secret 协调员含保密权限 (coordinator who may see reporters), "
+          "audit 审计员 (auditor), admin 管理员 (administrator)")
     if args.no_serve:
         return 0 if ok else 1
     from waitress import create_server
@@ -261,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     server = create_server(create_app(root / "server"), host="127.0.0.1", port=SERVER_PORT, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
     print(f"▶ 县服务器 API (county server API): http://127.0.0.1:{SERVER_PORT}/api/v1/ping")
+    print(f"▶ 县代办中心网页 (county coordinator web): http://127.0.0.1:{SERVER_PORT}/web/  "
+          f"用户 (user) coord / secret / audit / admin, 密码 (password) {WEB_PASSWORD}")
     print(f"▶ 笔记本1 网页 (laptop 1 web UI): http://127.0.0.1:{UI_PORT}  口令 {PASSPHRASE}   Ctrl-C 停止")
     print(f"  其他笔记本 (other laptops): field-client --data {root}/laptop2 sync | status | case list")
     try:

@@ -258,7 +258,10 @@ def context() -> dict[str, Any]:
         "role_label": role_label(s.user.role) if s else "",
         "lang_links": {c: url_for("coord.set_lang", code=c, next=safe_next(nxt)) for c in LANGS},
         "open_conflicts": None,
+        "audit_url": None,
     }
+    if s is not None and s.user.can("access_log") and "itaudit" in current_app.blueprints:
+        info["audit_url"] = url_for("itaudit.devices")  # the IT audit pages (sync_server/audit_web.py)
     if s is not None and s.user.can("casework"):
         try:
             info["open_conflicts"] = conflicts.count_open(store().conn)

@@ -191,3 +191,26 @@ def test_the_access_log_page_lists_logins_for_the_auditor(app: Any) -> None:
     assert "登录" in page and "coord" in page
     resp = b.get("/web/export/access-log.csv?username=coord")
     assert resp.status_code == 200 and "coord" in resp.get_data(as_text=True)
+
+
+def test_the_demo_logins_that_make_run_prints_work(tmp_path: Path) -> None:
+    from sync_server import demo
+    from sync_server.app import create_app
+    from sync_server.store import ServerStore
+
+    store = ServerStore.init(tmp_path / "server")
+    try:
+        demo.add_demo_users(store)
+    finally:
+        store.close()
+    app = create_app(tmp_path / "server", {"TESTING": True})
+    try:
+        for username, role, confidential, _name in demo.DEMO_USERS:
+            b = Browser(app.test_client())
+            assert b.login(username, demo.WEB_PASSWORD).status_code == 302, username
+            page = b.get("/web/", follow_redirects=True).get_data(as_text=True)
+            who = page[page.index('id="who"'):].split("</span>\n")[0]
+            assert ("保密权限" in who) == confidential, username
+            assert {"coordinator": "协调员", "auditor": "审计员", "admin": "管理员"}[role] in who
+    finally:
+        close_app(app)
