@@ -295,7 +295,22 @@ def filters_for(conn: sqlite3.Connection) -> list[tuple[str, dict[str, str]]]:
 
 def run(*, quick: bool = False, renders: int = 20, seed: int = 1, progress: bool = True,
         directory: str | None = None, check: bool = False) -> dict[str, Any]:
+    """Build the county (or reuse the one kept in ``$MINQING_BENCH_COORD_KEEP``) and measure."""
+    import os
+
     n_cases = QUICK_TEMPLATE_CASES if quick else FULL_TEMPLATE_CASES
+    keep = os.environ.get("MINQING_BENCH_COORD_KEEP")
+    if keep:  # the build takes minutes at full size: keep it to measure again
+        root = Path(keep) / f"county-{n_cases}-{seed}"
+        marker = root / "built.json"
+        if marker.exists():
+            _say(f"reusing the county built in {root}", progress)
+            built = json.loads(marker.read_text())
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            built = build(root, n_cases, seed, progress)
+            marker.write_text(json.dumps(built))
+        return _measure(root, built, renders, progress)
     with tempfile.TemporaryDirectory(prefix="minqing-bench-coord-", dir=directory) as tmp:
         root = Path(tmp)
         _say(f"building a county of {COPIES} townships x ~{n_cases:,} cases (not timed)", progress)
@@ -368,6 +383,8 @@ def _measure(root: Path, built: dict[str, Any], renders: int, progress: bool) ->
 
 def _after_merge(root: Path, http: Any, clock: FixedClock) -> dict[str, Any]:
     """The first render after 200 more ops merged, beside a render with nothing new."""
+    import os
+
     store = ServerStore(root / "server", clock=clock)
     try:
         rows = store.conn.execute("SELECT id, case_id, fold FROM cases WHERE voided=0 ORDER BY id LIMIT 200").fetchall()
@@ -379,7 +396,7 @@ def _after_merge(root: Path, http: Any, clock: FixedClock) -> dict[str, Any]:
         for cid, _case, fold_text in rows:
             win = json.loads(fold_text)["win"].get("people_count")
             op, last = make_op(last=last, wall_ms=clock.ms, device=store.keys.node_id, author="bench",
-                               op_id=f"{len(ops) + 1:032x}",
+                               op_id=os.urandom(16).hex(),
                                entity="case", entity_id=cid, case_id=cid, kind="set",
                                values={"people_count": 3}, base={"people_count": win[0] if win else None},
                                occurred_at=iso(clock.ms))

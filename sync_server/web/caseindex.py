@@ -50,6 +50,7 @@ BOOL_DIMS = frozenset({"overdue", "awaiting", "backlog", "conflicts", "voided"})
 SORTS: tuple[str, ...] = ("received", "due", "colour", "case_no", "updated")
 RECHECK_S = 60.0
 MAX_MOVES = 2000  # sort-key changes in one refresh moved in place; beyond: sort again when asked
+MANY_VALUES = 64  # a dimension with more values is counted by walking its cases (leaders)
 EXTRACT_MAX = 20_000  # matches taken out and sorted directly when no sort order is built yet  # how long a case's status row is read again after its ops changed
 CHUNK = 500
 
@@ -181,6 +182,7 @@ class CaseIndex:
         self.sortkeys: dict[str, list[Any]] = {s: [] for s in SORTS}
         self.orders: dict[str, list[tuple[Any, int]]] = {}  # sort -> [(key, position)], sorted
         self._moves: dict[str, int] = {}
+        self._some: dict[str, int] = {}  # per many-valued dimension: the cases with a value
         self.present = 0  # bitmap of positions that hold a case
         self.nodes = Nodes()
         self.seq_mark = 0
@@ -207,8 +209,8 @@ class CaseIndex:
             self._moves = {}
             changed: set[str] = set()
             if top > self.seq_mark:
-                changed = {r[0] for r in conn.execute("SELECT DISTINCT case_id FROM ops WHERE seq > ?",
-                                                      (self.seq_mark,))}
+                # by the primary key's range (DISTINCT would send SQLite through a whole index)
+                changed = {r[0] for r in conn.execute("SELECT case_id FROM ops WHERE seq > ?", (self.seq_mark,))}
                 for cid in changed:
                     self.recheck[cid] = now + RECHECK_S
             self.recheck = {c: t for c, t in self.recheck.items() if t > now}
@@ -253,6 +255,7 @@ class CaseIndex:
                 self.sortkeys[s].append(keys[s])
         self.n = len(self.ids)
         self.bits = {d: {v: bits_of(ps, self.n) for v, ps in groups[d].items()} for d in DIMS}
+        self._some = {}
         self.present = (1 << self.n) - 1
         self.orders = {}
         self.recheck = {}
@@ -305,6 +308,7 @@ class CaseIndex:
                 if v not in olds:
                     table[v] = table.get(v, 0) | bit
             self.vals[d][p] = new
+            self._some.pop(d, None)
         for s in SORTS:
             old_key = self.sortkeys[s][p]
             if old_key != keys[s]:
@@ -411,12 +415,36 @@ class CaseIndex:
                     for k, m in masks.items():
                         if k != d:
                             others &= m
-                    counts[d] = {v: c for v, b in self.bits[d].items() if (c := (b & others).bit_count())}
+                    if len(self.bits[d]) > MANY_VALUES:
+                        counts[d] = self._count_many(d, others)
+                    else:
+                        counts[d] = {v: c for v, b in self.bits[d].items() if (c := (b & others).bit_count())}
                     if d == "voided":  # its "any" option is the default: voided cases hidden
                         others &= self.bits["voided"].get("0", 0)
                     counts[d]["*"] = others.bit_count()
             ids = [self.ids[p] for p in self._page(full, total, q.sort, offset, limit)]
             return Result(total, ids, counts)
+
+    def _count_many(self, d: str, others: int) -> dict[str, int]:
+        """Counts for a dimension with many values (leaders): walk the cases that have any
+        value but the empty one, instead of one AND per value."""
+        some = self._some.get(d)
+        if some is None:
+            some = 0
+            for v, b in self.bits[d].items():
+                if v:
+                    some |= b
+            self._some[d] = some
+        counts: dict[str, int] = {}
+        vals = self.vals[d]
+        for p in positions_of(others & some, self.n):
+            for v in vals[p] if d == "leader" else (vals[p],):
+                if v:
+                    counts[v] = counts.get(v, 0) + 1
+        empty = (self.bits[d].get("", 0) & others).bit_count()
+        if empty:
+            counts[""] = empty
+        return counts
 
     def all_ids(self, q: Query) -> list[str]:
         """Every matching case id in the sort order (exports)."""
