@@ -216,8 +216,6 @@ def _decided_in_time_synced_late() -> History:
     return History(b, end, [ms("2026-03-02T10:00:01+08:00"), end], [ms("2026-03-13T00:00:00+08:00"), end])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a level limit met in time by work that leaves the case open at that "
-                                       "level (decide, reject+reopen), synced late, does not stop the escalation")
 @example(_decided_in_time_synced_late())
 @given(histories())
 def test_a_server_escalation_in_effect_follows_a_level_limit_that_was_missed(h: History) -> None:
