@@ -2,11 +2,12 @@
 
 Chromium comes from Debian (``apt-get install chromium``; ``.ci/run`` installs it when
 missing), never from Playwright's download. The tests are skipped, with that reason,
-only when ``/usr/bin/chromium`` is absent. Screenshots go to ``test-output/screenshots/``.
+only when ``/usr/bin/chromium`` is absent, and never under ``CI=true``, where that fails. Screenshots go to ``test-output/screenshots/``.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,8 @@ VIEWPORT = {"width": 1366, "height": 768}
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
+        if os.environ.get("CI"):  # CI installs it (.ci/run): a missing browser there is a failure, not a skip
+            pytest.fail("CI=true but /usr/bin/chromium is missing: .ci/run should have installed it")
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does it)")
     from playwright.sync_api import sync_playwright
 
