@@ -1,0 +1,1 @@
+"""The fault suite (``make faults``, issue 8): docs/faults.md."""
