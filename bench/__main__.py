@@ -1,8 +1,8 @@
 """Run the benchmarks: ``python -m bench [NAME ...] [--quick] [options]`` (``make bench``).
 
 Prints the machine and the date, checks the workload generator, then runs every bench
-(or the ones named: replica, client, caseload, sync). See ``bench/README.md`` for the
-recorded figures.
+(or the ones named: replica, client, caseload, sync, sweep, audit, coordinator, peers).
+See ``bench/README.md`` for the recorded figures.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from bench import (
     caseload_page,
     client_record,
     coordinator_caseload,
+    peers,
     replica_apply,
     sweep_due,
     sync_week,
@@ -33,6 +34,7 @@ BENCHES = {
     "sweep": "the deadline sweep on 100,000 and 1,000,000 cases with 1% due vs the indexed query finding them",
     "audit": "sync-server audit verify over a ledger of 100,000 envelopes vs reading and SHA-256 of the same bytes",
     "coordinator": "the county caseload page (/web/cases) on 200,000 cases vs the bare SQL for the same filter",
+    "peers": "the village week side by side: our sync, PouchDB replication, Automerge, a plain SQLite insert",
 }
 FULL_AUDIT = 100_000
 QUICK_AUDIT = 10_000
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  directory=args.dir))
         elif name == "sweep":
             sweep_due.report(sweep_due.run(QUICK_SWEEP_SIZES if args.quick else SWEEP_SIZES, directory=args.dir))
+        elif name == "peers":
+            rounds = args.repeat or (1 if args.quick else 3)
+            peers.report(peers.run(seed=args.seed, repeat=max(1, rounds), directory=args.dir))
         elif name == "coordinator":
             renders = args.renders or (QUICK_RENDERS if args.quick else FULL_RENDERS)
             coordinator_caseload.report(coordinator_caseload.run(
