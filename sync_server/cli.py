@@ -308,8 +308,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sync_server import demo
 
-    argv = ["--data", args.data, "--cases", str(args.cases)] + (["--no-serve"] if args.no_serve else [])
-    return demo.main(argv)
+    return demo.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -388,11 +387,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", help="姓名 (display name)")
     sp.add_argument("--confidential", action="store_true", help="可查看检举控告人身份 (may see reporters' identities)")
     add(usub, "list", "列出用户 (list users)", cmd_user_list)
-    sp = sub.add_parser("demo", help="演示县：服务器加四台笔记本，并启动服务 (build and serve a demo county)",
-                        description="演示县：服务器加四台笔记本，并启动服务 (build and serve a demo county)")
-    sp.add_argument("--data", default="demo-data", help="演示数据目录，会被重建 (demo folder; rebuilt each run)")
-    sp.add_argument("--cases", type=int, default=12, help="每台村级笔记本的案件数 (cases per village laptop)")
-    sp.add_argument("--no-serve", action="store_true", help="只生成数据 (build only)")
+    sp = sub.add_parser("demo", help="演示县：县服务器、十七台笔记本、三个月的案件，并启动服务 (build and serve the demo county)",
+                        description="演示县：县服务器、十七台笔记本、三个月的案件，并在本机启动服务 "
+                                    "(build, or reuse, the demo county and serve it on 127.0.0.1)")
+    sp.add_argument("--data", default="demo-data", help="演示数据目录 (demo folder; default demo-data)")
+    sp.add_argument("--cases", type=int, default=25,
+                    help="每台村级笔记本登记的案件数 (cases each village laptop registers; default %(default)s)")
+    sp.add_argument("--days", type=int, default=75, help="模拟的天数，截止到现在 (days of history up to now; default %(default)s)")
+    sp.add_argument("--seed", type=int, default=2026, help="随机种子 (random seed; default %(default)s)")
+    sp.add_argument("--fresh", action="store_true", help="即使已有演示数据也重建 (rebuild even if the folder holds a demo)")
+    sp.add_argument("--no-serve", action="store_true", help="只生成数据，不启动服务 (build only; do not serve)")
+    sp.add_argument("--port", type=int, default=DEFAULT_PORT, help="县服务器端口 (county server port; default %(default)s)")
+    sp.add_argument("--ui-port", type=int, default=DEFAULT_PORT + 1,
+                    help="笔记本网页端口 (laptop web UI port; default %(default)s)")
+    sp.add_argument("--laptop", type=int, default=1,
+                    help="网页显示哪台笔记本，1-17 (which laptop the web UI serves; default 1: 东镇东村 li.ming)")
     sp.set_defaults(func=cmd_demo)
 
     # audit, backup, restore, device lifecycle (docs/audit.md)

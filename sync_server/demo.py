@@ -1,14 +1,17 @@
-"""The demo county that ``make run`` starts: ``sync-server demo [--data DIR] [--no-serve]``.
+"""The demo county that ``make run`` starts: ``sync-server demo [--data demo-data]``.
 
-It builds a county server (keys, a jurisdiction of three townships and twelve villages),
-four real field laptops (keys under a passphrase, encrypted replicas) enrolled with
-one-time codes, and a realistic fortnight of offline casework on each, including two
-东村 laptops editing the same case and one of them declining a case the other had
-already reported up to the township. The laptops then sync through the server's real
-sync API (sealed, signed envelopes; in-process, no network needed), and the demo checks
-that every laptop holds exactly the ops of its jurisdiction that the server holds, and
-that the conflicts are the same everywhere. Then it serves the county server's API and
-laptop 1's web UI on 127.0.0.1.
+``main`` builds, unless the folder already holds a finished demo of the same settings
+(then it is reused; ``--fresh`` rebuilds), the county of ``sync_server.demo_county``: a
+county server with three townships and twelve villages, seventeen enrolled laptops (a
+laptop in every village, two in 东镇东村, one in each township station and one at the
+county's petition office) and about three hundred cases with three months of history
+that reached the server through its real sync API. Then it serves, on 127.0.0.1 only,
+the county server (sync API, the coordinator's web at /web/, the auditor's pages at
+/web/audit/) and one laptop's web UI, prints the addresses and every demo login, and
+stops both on Ctrl-C.
+
+``build`` is the small county the tests use (``tests/sync_server/coord_support.py``):
+four laptops and a fortnight of work, with the same shared 东村 case and conflicts.
 
 The demo drives both sides, so it imports ``field_client``: it plays the laptops.
 """
@@ -17,13 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,7 @@ DEMO_USERS = [  # (username, role, may see reporters' identities, name)
 ]
 SERVER_PORT = 8730
 UI_PORT = 8731
+CHINA_TZ = timezone(timedelta(hours=8))
 T0_DAYS_AGO = 16  # the demo fortnight ends about now, so some deadlines are near or past
 COUNTY = ("330102", "示范县")
 TOWNSHIPS = [("330102100", "东镇"), ("330102200", "西镇"), ("330102300", "南镇")]
@@ -141,7 +149,7 @@ def record_fortnight(client: FieldClient, clock: Clock, rnd: random.Random, n_ca
                 "performance": "十日内完成立界" if agreed else None,
                 "remedies_told": not agreed,
             })
-            if agreed and rnd.random() < 0.6:
+            if agreed and rnd.random() < 0.6 and "close_by_agreement" in client.case_detail(cid)["allowed_actions"]:
                 client.transition(cid, "close_by_agreement")
         if rnd.random() < 0.15 and "escalate" in client.case_detail(cid)["allowed_actions"]:
             client.report_up(cid, _parent(client), "村级难以化解，上报乡镇")
@@ -213,6 +221,8 @@ def build(root: Path, *, cases: int = 12, seed: int = 2026, out: Any = sys.stdou
     return store, laptops
 
 
+
+
 def add_demo_users(store: ServerStore) -> None:
     """The county web's demo logins (docs/coordinator.md), all with ``WEB_PASSWORD``."""
     from sync_server.users import add_user
@@ -236,7 +246,7 @@ def report(store: ServerStore, laptops: list[FieldClient], out: Any = sys.stdout
         open_c = len(lap.replica.conflicts(status="open"))
         same = want == have
         ok = ok and same
-        print(f"  笔记本{i} {lap.keys.info.get('node_name')} {lap.user} 设备 {lap.device_id}: {len(have)} 条操作, "
+        print(f"  笔记本{i:<2} {lap.keys.info.get('node_name')} {lap.user} 设备 {lap.device_id}: {len(have)} 条操作, "
               f"{n_cases} 个案件, {open_c} 个待处理冲突 {'✔' if same else '✘ 与服务器不一致'}", file=out)
     server_conflicts = {c["id"] for c in store.replica.conflicts()}
     for lap in laptops:
@@ -247,50 +257,350 @@ def report(store: ServerStore, laptops: list[FieldClient], out: Any = sys.stdout
     return ok
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="sync-server demo",
-        description="演示县：县服务器与四台笔记本，离线工作后经服务器同步 (demo county: server and four laptops)",
-    )
-    p.add_argument("--data", help="演示数据目录 (demo folder; default: a new temporary folder)")
-    p.add_argument("--cases", type=int, default=12, help="每台村级笔记本的案件数 (cases per village laptop)")
-    p.add_argument("--no-serve", action="store_true", help="只生成数据，不启动服务 (build only; do not serve)")
-    args = p.parse_args(argv)
-    root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="minqing-demo-"))
-    if root.exists() and any(root.iterdir()):
-        if not (root / "server" / "server.db").exists():
-            print(f"✘ {root} 不是空目录，也不是演示目录；不会改动它 (not empty, not a demo folder)", file=sys.stderr)
-            return 2
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    store, laptops = build(root, cases=args.cases)
-    ok = report(store, laptops)
-    add_demo_users(store)
-    store.close()
-    for lap in laptops:
-        lap.close()
-    print(f"\n演示数据 (demo data): {root}\n笔记本口令 (laptop passphrase): {PASSPHRASE}")
-    print(f"县代办中心网页登录 (county web logins), 密码 (password) {WEB_PASSWORD}: "
-          "coord 协调员 (coordinator), secret 协调员含保密权限 (coordinator who may see reporters), "
-          "audit 审计员 (auditor), admin 管理员 (administrator)")
-    if args.no_serve:
-        return 0 if ok else 1
+OPEN_STATES = ("registered", "routed", "accepted", "in_handling", "extended", "decided", "review_requested",
+               "rereview_requested")
+
+
+def summary(store: ServerStore) -> dict[str, Any]:
+    """What the county holds, counted on the server: the figures ``make run`` prints."""
+    q = store.conn.execute
+    nodes = {r[0]: (r[1], r[2], r[3]) for r in q("SELECT code, name, level, parent FROM nodes")}
+    townships = sorted(c for c, (_, level, _) in nodes.items() if level == "township")
+    villages = sorted(c for c, (_, level, _) in nodes.items() if level == "village")
+    open_sql = "c.voided = 0 AND c.state IN (" + ", ".join(f"'{s}'" for s in OPEN_STATES) + ")"
+    by_village = dict(q("SELECT origin_node, COUNT(*) FROM cases WHERE voided = 0 GROUP BY origin_node").fetchall())
+    towns = []
+    for t in townships:
+        mine = [v for v in villages if nodes[v][2] == t]
+        marks = ", ".join("?" * (len(mine) + 1))
+        row = q(f"SELECT COUNT(*), SUM({open_sql}), SUM({open_sql} AND s.overdue = 1), "
+                f"SUM({open_sql} AND s.colour IN ('orange', 'red')) FROM cases c "
+                f"LEFT JOIN case_status s ON s.case_id = c.id WHERE c.voided = 0 AND c.origin_node IN ({marks})",
+                [*mine, t]).fetchone()
+        towns.append({"code": t, "name": nodes[t][0], "villages": len(mine), "cases": row[0] or 0,
+                      "open": row[1] or 0, "overdue": row[2] or 0, "orange_red": row[3] or 0})
+    colours = dict(q(f"SELECT s.colour, COUNT(*) FROM cases c JOIN case_status s ON s.case_id = c.id "
+                     f"WHERE {open_sql} GROUP BY s.colour").fetchall())
+    return {
+        "townships": len(townships), "villages": len(villages),
+        "villages_with_cases": sum(1 for v in villages if by_village.get(v)),
+        "cases": q("SELECT COUNT(*) FROM cases WHERE voided = 0").fetchone()[0],
+        "voided": q("SELECT COUNT(*) FROM cases WHERE voided = 1").fetchone()[0],
+        "open": q(f"SELECT COUNT(*) FROM cases c WHERE {open_sql}").fetchone()[0],
+        "overdue": q(f"SELECT COUNT(*) FROM cases c JOIN case_status s ON s.case_id = c.id "
+                     f"WHERE {open_sql} AND s.overdue = 1").fetchone()[0],
+        "backlog": q(f"SELECT COUNT(*) FROM cases c JOIN case_status s ON s.case_id = c.id "
+                     f"WHERE {open_sql} AND s.backlog = 1").fetchone()[0],
+        "colours": {c: colours.get(c, 0) for c in ("red", "orange", "yellow", "blue", "green")},
+        "by_level": dict(q("SELECT level, COUNT(*) FROM cases WHERE voided = 0 GROUP BY level").fetchall()),
+        "by_state": dict(q("SELECT state, COUNT(*) FROM cases WHERE voided = 0 GROUP BY state").fetchall()),
+        "visits": q("SELECT COUNT(*) FROM visits").fetchone()[0],
+        "mediations": q("SELECT COUNT(*) FROM mediations").fetchone()[0],
+        "notices": q("SELECT COUNT(*) FROM notices").fetchone()[0],
+        "alerts": dict(q("SELECT kind, COUNT(*) FROM alerts GROUP BY kind").fetchall()),
+        "conflicts_open": len(store.replica.conflicts(status="open")),
+        "devices": q("SELECT COUNT(*) FROM devices WHERE status = 'active'").fetchone()[0],
+        "ops": store.max_op_seq(),
+        "by_township": towns,
+    }
+
+
+def print_summary(s: dict[str, Any], out: Any = sys.stdout) -> None:
+    c = s["colours"]
+    lines = [
+        f"▶ 演示县 (demo county): {s['townships']} 个乡镇 (townships), {s['villages']} 个村 (villages), "
+        f"{s['devices']} 台笔记本 (laptops), {s['cases']} 件案件 (cases), {s['ops']} 条操作 (ops)",
+        f"  走访 {s['visits']} 次 (visits), 调解 {s['mediations']} 次 (mediations), 告知书/文书 {s['notices']} 份 (notices), "
+        f"超期上报 {s['alerts'].get('escalated', 0)} 件 (escalated by the sweep)",
+        f"  在办 {s['open']} 件 (open): 红 {c['red']} 橙 {c['orange']} 黄 {c['yellow']} 蓝 {c['blue']} 绿 {c['green']}; "
+        f"超期 {s['overdue']} 件 (overdue), 积案 {s['backlog']} 件 (backlog); 待处理冲突 {s['conflicts_open']} 个 "
+        f"(open conflicts)",
+    ]
+    for t in s["by_township"]:
+        lines.append(f"  {t['name']}: {t['villages']} 个村, {t['cases']} 件, 在办 {t['open']}, 超期 {t['overdue']}")
+    print("\n".join(lines), file=out, flush=True)
+
+
+# ---- make run ----
+
+DEMO_VERSION = 2  # bump when the county changes: an older folder is rebuilt, not reused
+MARKER = "demo.json"
+LOCK = "demo.lock"
+UI_LAPTOP = 1  # 东镇东村, 李明 (li.ming): the mediator of docs/first-hour-mediator.md
+ROLES_ZH = {"coord": "协调员 (coordinator)", "secret": "协调员，可看检举控告人身份 (coordinator with the confidential permission)",
+            "audit": "审计员 (auditor, IT)", "admin": "管理员 (administrator: accounts)"}
+
+
+@contextmanager
+def _folder_lock(root: Path) -> Iterator[None]:
+    """One ``sync-server demo`` per folder: a second one is refused, not allowed to rebuild under the first."""
+    import fcntl
+
+    fh = open(root / LOCK, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DemoRefused(f"✘ 另一个演示正在使用 {root} (another `make run` is using this folder; stop it first)") from None
+        yield
+    finally:
+        fh.close()
+
+
+class DemoRefused(Exception):
+    """A sentence for the person at the keyboard; exit 2."""
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"version": DEMO_VERSION, "cases": args.cases, "days": args.days, "seed": args.seed}
+
+
+def _reusable(root: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    try:
+        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if any(marker.get(k) != v for k, v in _settings(args).items()):
+        return None
+    if not (root / "server" / "server.db").exists():
+        return None
+    return dict(marker)
+
+
+def _scratch(root: Path) -> Path:
+    """Where to build: memory (/dev/shm) when there is room, then moved into ``root``.
+
+    The build commits thousands of small transactions on eighteen databases; on a disk
+    each waits for fsync, which alone can triple the time. Nothing in the data names its
+    folder, so it can be moved afterwards.
+    """
+    shm = Path("/dev/shm")
+    try:
+        if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 1 << 30:
+            return Path(tempfile.mkdtemp(prefix="minqing-demo-", dir=shm))
+    except OSError:
+        pass
+    return root
+
+
+def _clear(root: Path) -> None:
+    for child in root.iterdir():
+        if child.name == LOCK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _check_ports(ports: list[int]) -> None:
+    import socket
+
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                raise DemoRefused(f"✘ 端口 {port} 已被占用：另一个 make run 还在运行吗？(port {port} on 127.0.0.1 is in use; "
+                                  f"is another `make run` running? stop it, or use --port/--ui-port)") from None
+
+
+def _log_to(path: Path) -> Callable[[], None]:
+    """Send the server's JSON-line request log to ``path`` (not the terminal); returns an undo."""
+    import logging
+
+    from sync_server import ops_log
+
+    logger = logging.getLogger(ops_log.LOGGER)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(ops_log.JsonFormatter())
+    handler._minqing_json = True  # type: ignore[attr-defined]  # configure_logging keeps it
+    old = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(old[0])
+        logger.propagate = old[1]
+    return undo
+
+
+def build_demo(root: Path, args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any]:
+    """Build the county into ``root`` (empty but for the lock); returns the marker written last."""
+    from sync_server.demo_county import build_county
+
+    work = _scratch(root)
+    if work != root:
+        print(f"▶ 在内存中生成，完成后移到 {root} (building in memory, {work}, then moving it) …", file=out, flush=True)
+    t0 = time.perf_counter()
+    try:
+        store, laptops, facts = build_county(work, cases=args.cases, days=args.days, seed=args.seed, out=out,
+                                             passphrase=PASSPHRASE, server_url=f"http://127.0.0.1:{args.port}",
+                                             jurisdiction=jurisdiction_rows())
+    except BaseException:
+        if work != root:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    try:
+        print("▶ 核对每台笔记本与县服务器 (checking each laptop against the server):", file=out, flush=True)
+        ok = report(store, laptops, out=out)
+        add_demo_users(store)
+        figures = summary(store)
+    finally:
+        store.close()
+        for lap in laptops:
+            lap.close()
+    if work != root:
+        for child in sorted(work.iterdir()):
+            shutil.move(str(child), str(root / child.name))
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    marker = {**_settings(args), "ok": ok, "built_at": datetime.now(CHINA_TZ).isoformat(timespec="seconds"),
+              "build_seconds": round(seconds, 1), "laptops": len(laptops), "facts": facts.as_dict(),
+              "summary": figures}
+    (root / MARKER).write_text(json.dumps(marker, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"▶ 演示县生成完毕，用时 {seconds:.1f} 秒 (demo county built in {seconds:.1f} s)", file=out, flush=True)
+    return marker
+
+
+def banner(root: Path, args: argparse.Namespace, marker: dict[str, Any], out: Any = sys.stdout) -> None:
+    """The addresses and every demo login."""
+    from sync_server.demo_county import COUNTY_LAPTOPS
+
+    node, unit, user, display, _ = COUNTY_LAPTOPS[args.laptop - 1]
+    web = f"http://127.0.0.1:{args.port}"
+    rule = "═" * 78
+    lines = [
+        rule,
+        " 民情演示县已启动 (the Minqing demo county is running), 只在本机 (127.0.0.1 only)",
+        f"  县代办中心网页 (county coordinator web) {web}/web/",
+        f"  审计页面 (IT audit pages)               {web}/web/audit/",
+        f"  县服务器同步接口 (sync API)              {web}/api/v1/ping",
+        f"  笔记本网页 (laptop web UI)              http://127.0.0.1:{args.ui_port}/   "
+        f"{unit} {display} ({user}), 笔记本{args.laptop}",
+        f"    笔记本口令 (laptop passphrase): {PASSPHRASE}",
+        f"  网页登录 (web logins), 密码都是 (password for all): {WEB_PASSWORD}",
+    ]
+    lines += [f"    {name:<7} {ROLES_ZH[name]}" for name, *_ in DEMO_USERS]
+    lines += [
+        f"  其他笔记本 (the other {marker.get('laptops', 17) - 1} laptops), 例如 (e.g.): "
+        f"MINQING_PASSPHRASE={PASSPHRASE} .venv/bin/field-client --data {root}/laptop4 case list",
+        f"  服务器日志 (server log): {root}/server.log   第一小时 (first hour): docs/first-hour-*.md",
+        " 按 Ctrl-C 停止两个服务 (Ctrl-C stops both)",
+        rule,
+    ]
+    print("\n".join(lines), file=out, flush=True)
+
+
+def serve(root: Path, args: argparse.Namespace, marker: dict[str, Any], out: Any = sys.stdout,
+          ready: Callable[[], None] | None = None, stop: threading.Event | None = None) -> int:
+    """Serve the county server and one laptop's UI on 127.0.0.1 until Ctrl-C (or ``stop``)."""
+    import signal
+
     from waitress import create_server
 
-    from field_client.web import serve as serve_ui
+    from field_client.web import create_app as create_ui
+    from sync_server.ops_log import serving_lock
+    from sync_server.sweep import SweepTimer
 
-    server = create_server(create_app(root / "server"), host="127.0.0.1", port=SERVER_PORT, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    print(f"▶ 县服务器 API (county server API): http://127.0.0.1:{SERVER_PORT}/api/v1/ping")
-    print(f"▶ 县代办中心网页 (county coordinator web): http://127.0.0.1:{SERVER_PORT}/web/  "
-          f"用户 (user) coord / secret / audit / admin, 密码 (password) {WEB_PASSWORD}")
-    print(f"▶ 笔记本1 网页 (laptop 1 web UI): http://127.0.0.1:{UI_PORT}  口令 {PASSPHRASE}   Ctrl-C 停止")
-    print(f"  其他笔记本 (other laptops): field-client --data {root}/laptop2 sync | status | case list")
+    server_dir = root / "server"
+    stop = stop or threading.Event()
+    with serving_lock(server_dir):
+        store = ServerStore(server_dir)
+        rules = store.rules()
+        with store.transaction():
+            store.set_meta("public_url", f"http://127.0.0.1:{args.port}")
+        store.close()
+        api_app = create_app(server_dir)
+        ui_app = create_ui(root / f"laptop{args.laptop}")
+        try:
+            api = create_server(api_app, host="127.0.0.1", port=args.port, threads=4, ident="minqing")
+            ui = create_server(ui_app, host="127.0.0.1", port=args.ui_port, threads=4, ident="minqing-field")
+        except OSError as exc:
+            raise DemoRefused(f"✘ 无法监听端口 (cannot listen on 127.0.0.1): {exc}") from None
+        timer = SweepTimer(server_dir, rules)  # the deadline sweep now, then every few minutes, as in serve
+        timer.start()
+        threads = [threading.Thread(target=s.run, name=f"demo-{name}", daemon=True)
+                   for name, s in (("api", api), ("ui", ui))]
+        for t in threads:
+            t.start()
+        banner(root, args, marker, out)
+        if ready is not None:
+            ready()
+        old = None
+        if threading.current_thread() is threading.main_thread():
+            old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for s in (api, ui):
+                try:
+                    s.close()
+                    s.task_dispatcher.shutdown()
+                except Exception:  # noqa: BLE001 - closing what is already half closed
+                    pass
+            timer.stop()
+            ui_app.extensions["minqing"].lock_all()
+            api_app.extensions["minqing_coord_stores"].close_all()
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
+            print("\n▶ 已停止县服务器和笔记本网页 (both servers stopped)", file=out, flush=True)
+    return 0 if marker.get("ok", True) else 1
+
+
+def main(argv: list[str] | None = None, *, out: Any = sys.stdout) -> int:
+    """``sync-server demo ARGV`` (its options are defined with the other commands, in ``sync_server.cli``)."""
+    from sync_server.cli import build_parser
+
+    return run(build_parser().parse_args(["demo", *(argv or [])]), out=out)
+
+
+def run(args: argparse.Namespace, *, out: Any = sys.stdout) -> int:
+    root = Path(args.data)
+    if not 1 <= args.laptop <= 17:
+        print("✘ --laptop 应在 1 到 17 之间 (--laptop is 1-17)", file=sys.stderr)
+        return 2
+    if root.exists() and any(c.name != LOCK for c in root.iterdir()) and not (root / "server" / "server.db").exists():
+        print(f"✘ {root} 不是空目录，也不是演示目录；不会改动它 (not empty, not a demo folder; left alone)", file=sys.stderr)
+        return 2
+    root.mkdir(parents=True, exist_ok=True)
     try:
-        serve_ui(str(root / "laptop1"), host="127.0.0.1", port=UI_PORT, open_browser=False)
-    finally:
-        server.close()
-    return 0 if ok else 1
+        with _folder_lock(root):
+            if not args.no_serve:
+                _check_ports([args.port, args.ui_port])
+            undo = _log_to(root / "server.log")
+            try:
+                marker = None if args.fresh else _reusable(root, args)
+                if marker is not None:
+                    print(f"▶ 沿用 {root} 中已有的演示县 (reusing the demo built {marker['built_at']}: "
+                          f"{marker['summary']['cases']} 件案件 cases); 要重建请加 --fresh 或删除该目录 "
+                          f"(to rebuild: --fresh, or delete the folder)", file=out, flush=True)
+                else:
+                    if any(c.name != LOCK for c in root.iterdir()):
+                        print(f"▶ 重建演示县：清空 {root} (rebuilding the demo: clearing {root})", file=out, flush=True)
+                        _clear(root)
+                    marker = build_demo(root, args, out)
+                print_summary(marker["summary"], out)
+                if args.no_serve:
+                    print(f"演示数据 (demo data): {root}; 笔记本口令 (laptop passphrase): {PASSPHRASE}; "
+                          f"网页密码 (web password): {WEB_PASSWORD}", file=out)
+                    return 0 if marker.get("ok") else 1
+                return serve(root, args, marker, out)
+            finally:
+                undo()
+    except DemoRefused as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\n▶ 已中断；下次运行会重建 (interrupted; the next run rebuilds)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
