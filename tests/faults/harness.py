@@ -764,9 +764,9 @@ class Harness:
             worker = rnd.choice(self.workers)
             if rnd.random() < 0.5:
                 with self._lock:
-                    self._client_kill = {"mode": "answer", "worker": worker, "skip": rnd.randint(0, 2)}
+                    self._client_kill = {"mode": "answer", "worker": worker, "skip": rnd.randint(0, 1)}
             else:
-                t = threading.Thread(target=self._kill_client_later, args=(worker, rnd.uniform(0.0, 0.6)),
+                t = threading.Thread(target=self._kill_client_later, args=(worker, rnd.uniform(0.0, 0.3)),
                                      daemon=True)
                 self._kill_threads.append(t)
                 t.start()
