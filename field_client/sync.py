@@ -260,6 +260,7 @@ class SyncAgent:
             raise SyncError("服务器回复类型不对 (not an answer)", code="sync.bad_answer")
         if sealed.payload.get("erase") is True:
             self._erase(sealed.payload)
+        _check_answer(sealed.payload)
         return sealed.payload
 
     def _obey_erase(self, exc: SyncError) -> None:
@@ -522,7 +523,7 @@ class SyncAgent:
     def import_bundle(self, folder: str | Path) -> SyncReport:
         """Take in the server's answer files addressed to this device, in order."""
         report = SyncReport()
-        files = sorted(Path(folder).glob(f"mq-answer-{self.client.device_id}-*.mqe"))
+        files = sorted(p for p in Path(folder).glob(f"mq-answer-{self.client.device_id}-*.mqe") if p.is_file())
         if not files:
             raise SyncError(f"{folder} 中没有给本机的回复文件 (no answer files for this device)", code="bundle.none")
         for path in files:
@@ -545,6 +546,26 @@ class SyncAgent:
             "server_offset_ms": int(self.client.meta("server_offset_ms", "0") or 0),
             "pull_cursor": int(self.client.meta("pull_cursor", "0") or 0),
         }
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_answer(answer: dict[str, Any]) -> None:
+    """An answer whose parts the laptop uses have the shapes docs/sync.md gives them, or
+    ``sync.bad_answer``: a malformed answer is refused, whoever signed it, never half taken."""
+    status = answer.get("seq_status")
+    ok = (isinstance(answer.get("ops", []), list)
+          and _is_count(answer.get("cursor", 0))
+          and isinstance(answer.get("acks", []), list) and all(_is_count(a) for a in answer.get("acks", []))
+          and isinstance(answer.get("quarantined", []), list)
+          and (status is None or (isinstance(status, dict) and _is_count(status.get("through", 0))
+                                  and _is_count(status.get("max", 0))
+                                  and isinstance(status.get("missing") or [], list)
+                                  and all(_is_count(m) for m in status.get("missing") or []))))
+    if not ok:
+        raise SyncError("服务器回复格式不对 (the answer is malformed)", code="sync.bad_answer")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

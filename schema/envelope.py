@@ -42,6 +42,7 @@ SIG_LEN = 64
 MAX_HEADER = 4096
 MAX_ENVELOPE = 16 * 1024 * 1024  # 16 MiB sealed; chunks are far smaller
 MAX_PAYLOAD = 64 * 1024 * 1024  # after decompression
+MAX_SEQ = 2**63 - 1  # a sequence number is stored as an SQLite INTEGER (signed 64-bit)
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 SUITE_NAME = "X25519-HKDF_SHA256-AES_128_GCM"
 HEADER_KEYS = ("v", "type", "sender", "recipient", "seq", "schema_version", "suite", "compression", "size")
@@ -118,13 +119,14 @@ def read_header(data: bytes) -> tuple[dict[str, Any], int]:
         raise _fail("truncated", "header length runs past the end")
     try:
         header = json.loads(data[8 : 8 + h].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise _fail("bad_header", f"header is not JSON: {exc}") from exc
     if not isinstance(header, dict) or set(header) != set(HEADER_KEYS):
         raise _fail("bad_header", "header keys are not the expected ones")
     if header["v"] != 1 or header["type"] not in TYPES or header["suite"] != SUITE_NAME:
         raise _fail("bad_header", "unsupported envelope version, type or suite")
-    if not isinstance(header["seq"], int) or not isinstance(header["sender"], str):
+    seq = header["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ or not isinstance(header["sender"], str):
         raise _fail("bad_header", "sender or seq malformed")
     (c,) = struct.unpack(">I", data[8 + h : 12 + h])
     end = 12 + h + c
@@ -161,7 +163,7 @@ def open(
     try:
         body = zstandard.ZstdDecompressor().decompress(compressed, max_output_size=MAX_PAYLOAD)
         payload = json.loads(body.decode("utf-8"))
-    except (zstandard.ZstdError, UnicodeDecodeError, ValueError) as exc:
+    except (zstandard.ZstdError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _fail("bad_payload", f"the payload does not decode: {exc}") from exc
     if not isinstance(payload, dict) or len(body) != header["size"]:
         raise _fail("bad_payload", "the payload is not an object of the announced size")

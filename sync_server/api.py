@@ -114,6 +114,14 @@ def body_bytes() -> bytes:
     return request.get_data(cache=False)
 
 
+def json_body() -> Any:
+    """The request's JSON, or None when it is not JSON (nested too deep for the parser, too)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
+
+
 @bp.get("/ping")
 def ping() -> Response:
     """Is the server there, and what time is it.
@@ -162,7 +170,7 @@ def enroll() -> Response:
             application/json:
               schema: ErrorBody
     """
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise MinqingError("请求体应为 JSON 对象 (the body must be a JSON object)", code="sync.bad_request")
     return jsonify(service().enroll(body, carrier=carrier()))
@@ -366,7 +374,7 @@ def reenroll() -> Response:
     """
     from sync_server.lifecycle import reenroll as reenroll_device
 
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise MinqingError("请求体应为 JSON 对象 (the body must be a JSON object)", code="sync.bad_request")
     return jsonify(reenroll_device(service(), body, carrier=carrier()))

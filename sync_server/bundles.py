@@ -34,7 +34,8 @@ class ImportReport:
 
 def import_folder(svc: SyncService, folder: str | Path, *, carrier: str = "bundle") -> ImportReport:
     report = ImportReport()
-    files = sorted(p for p in Path(folder).glob("mq-*.mqe") if not p.name.startswith("mq-answer-"))
+    files = sorted(p for p in Path(folder).glob("mq-*.mqe")
+                   if not p.name.startswith("mq-answer-") and p.is_file())  # a folder so named is no bundle
     for path in files:
         report.files += 1
         try:
@@ -67,7 +68,7 @@ def _take_request(svc: SyncService, data: bytes) -> None:
     after = payload.get("after")
     if payload.get("device") != dev["device_id"]:
         raise env.EnvelopeError("the request names another device than its signer", code="envelope.bad_payload")
-    if not isinstance(after, int) or after < 0:
+    if not isinstance(after, int) or not 0 <= after <= env.MAX_SEQ:
         raise env.EnvelopeError("a request needs a non-negative 'after'", code="envelope.bad_payload")
     from sync_server.backup import effective_after
 

@@ -470,8 +470,9 @@ class SyncService:
         try:
             after = req.get("after", 0)
             limit = req.get("limit", DEFAULT_PULL_LIMIT)
-            if not isinstance(after, int) or not isinstance(limit, int) or after < 0 or limit < 1:
-                raise BadRequest("after and limit must be non-negative integers")
+            if (not isinstance(after, int) or not isinstance(limit, int) or not 0 <= after <= env.MAX_SEQ
+                    or limit < 1):
+                raise BadRequest("after and limit must be non-negative integers (after at most 2^63-1)")
             if req.get("device") != dev["device_id"]:
                 raise BadRequest("the request names another device than its signer")
         except MinqingError as exc:
@@ -487,7 +488,8 @@ class SyncService:
                     payload["rules"] = self.rules.text
                     payload["rules_sha256"] = digest
             sent = req.get("sent_ms")
-            offset = self.store.now_ms() - sent if isinstance(sent, int) else None
+            # a clock reading, not any integer: an SQLite INTEGER holds the offset
+            offset = self.store.now_ms() - sent if isinstance(sent, int) and 0 <= sent <= env.MAX_SEQ else None
             self._touch(dev["device_id"], offset_ms=offset)
         return self._answer(dev, payload)
 
