@@ -406,14 +406,18 @@ def _check_ports(ports: list[int]) -> None:
                                   f"is another `make run` running? stop it, or use --port/--ui-port)") from None
 
 
-def _log_to(path: Path) -> Callable[[], None]:
-    """Send the server's JSON-line request log to ``path`` (not the terminal); returns an undo."""
+def _log_to(path: Path, *, quiet: bool = False, undo: Callable[[], None] | None = None) -> Callable[[], None]:
+    """Send the server's JSON-line log to ``path`` (not the terminal; with ``quiet`` only
+    warnings and errors); returns the undo. ``undo`` is a previous call's, undone first."""
     import logging
 
     from sync_server import ops_log
 
+    if undo is not None:
+        undo()
     logger = logging.getLogger(ops_log.LOGGER)
     handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
     handler.setFormatter(ops_log.JsonFormatter())
     handler._minqing_json = True  # type: ignore[attr-defined]  # configure_logging keeps it
     old = (logger.level, logger.propagate)
@@ -531,9 +535,10 @@ def serve(root: Path, args: argparse.Namespace, marker: dict[str, Any], out: Any
         banner(root, args, marker, out)
         if ready is not None:
             ready()
-        old = None
+        old: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, also when started in the background
+                old[sig] = signal.signal(sig, lambda *_: stop.set())
         try:
             while not stop.wait(0.5):
                 pass
@@ -549,8 +554,8 @@ def serve(root: Path, args: argparse.Namespace, marker: dict[str, Any], out: Any
             timer.stop()
             ui_app.extensions["minqing"].lock_all()
             api_app.extensions["minqing_coord_stores"].close_all()
-            if old is not None:
-                signal.signal(signal.SIGTERM, old)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
             print("\n▶ 已停止县服务器和笔记本网页 (both servers stopped)", file=out, flush=True)
     return 0 if marker.get("ok", True) else 1
 
@@ -575,18 +580,19 @@ def run(args: argparse.Namespace, *, out: Any = sys.stdout) -> int:
         with _folder_lock(root):
             if not args.no_serve:
                 _check_ports([args.port, args.ui_port])
-            undo = _log_to(root / "server.log")
+            marker = None if args.fresh else _reusable(root, args)
+            if marker is not None:
+                print(f"▶ 沿用 {root} 中已有的演示县 (reusing the demo built {marker['built_at']}: "
+                      f"{marker['summary']['cases']} 件案件 cases); 要重建请加 --fresh 或删除该目录 "
+                      f"(to rebuild: --fresh, or delete the folder)", file=out, flush=True)
+            elif any(c.name != LOCK for c in root.iterdir()):
+                print(f"▶ 重建演示县：清空 {root} (rebuilding the demo: clearing {root})", file=out, flush=True)
+                _clear(root)
+            undo = _log_to(root / "server.log", quiet=marker is None)  # the build's own requests are not logged
             try:
-                marker = None if args.fresh else _reusable(root, args)
-                if marker is not None:
-                    print(f"▶ 沿用 {root} 中已有的演示县 (reusing the demo built {marker['built_at']}: "
-                          f"{marker['summary']['cases']} 件案件 cases); 要重建请加 --fresh 或删除该目录 "
-                          f"(to rebuild: --fresh, or delete the folder)", file=out, flush=True)
-                else:
-                    if any(c.name != LOCK for c in root.iterdir()):
-                        print(f"▶ 重建演示县：清空 {root} (rebuilding the demo: clearing {root})", file=out, flush=True)
-                        _clear(root)
+                if marker is None:
                     marker = build_demo(root, args, out)
+                    undo = _log_to(root / "server.log", undo=undo)
                 print_summary(marker["summary"], out)
                 if args.no_serve:
                     print(f"演示数据 (demo data): {root}; 笔记本口令 (laptop passphrase): {PASSPHRASE}; "

@@ -159,6 +159,7 @@ class Facts:
 
     shared_case: str = ""
     accusation_case: str = ""
+    stuck_case: str = ""
     repeat_cases: list[str] = field(default_factory=list)
     skip_level_cases: list[str] = field(default_factory=list)
     voided: list[str] = field(default_factory=list)
@@ -166,7 +167,7 @@ class Facts:
     end: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"shared_case": self.shared_case, "accusation_case": self.accusation_case,
+        return {"shared_case": self.shared_case, "accusation_case": self.accusation_case, "stuck_case": self.stuck_case,
                 "repeat_cases": self.repeat_cases, "skip_level_cases": self.skip_level_cases,
                 "voided": self.voided, "build_seconds": round(self.seconds, 1), "end": self.end}
 
@@ -557,8 +558,10 @@ class County:
         petitioner = None
         if origin is None:
             return
-        if rnd.random() < 0.5:
-            petitioner = rnd.choice(self.open_by_village[origin])[1]
+        still_open = [p for cid0, p in self.open_by_village[origin] if self.state(desk, cid0)[0] in
+                      ("registered", "accepted", "in_handling", "extended")]
+        if still_open and rnd.random() < 0.6:  # 越级: the petitioner of a case still open at the village
+            petitioner = rnd.choice(still_open)
         cid, _, _ = self.register(desk, origin=origin, petitioner=petitioner)
         if petitioner:
             self.facts.skip_level_cases.append(cid)
@@ -617,6 +620,20 @@ class County:
         yield 2 * HOUR
         b.client.edit("case", cid, {"people_count": 4, "demands": "尽快调处，赔偿损失"})
 
+    def stuck_case(self, village: Desk, town: Desk, county: Desk) -> Story:
+        """A case nobody moves on: the sweep reports it up twice, then it is overdue and a backlog."""
+        cid, _, _ = self.register(village, matter=MATTERS[4])
+        town.handled.add(cid)  # neither the township's desk nor the county's takes it up
+        county.handled.add(cid)
+        self.facts.stuck_case = cid
+        yield 0.3 * DAY
+        self.accept(village, cid)
+        self.visit(village, cid, "walk", "走访双方，分歧较大。")
+        yield 3 * DAY
+        if self.mine(village, cid):
+            self.mediate(village, cid, False)
+            self.note(village, cid, "双方均不让步，拟请镇里协调土地流转合同问题。")
+
     def parent(self, desk: Desk) -> str:
         return str(self.store.node(desk.client.node)["parent"])  # type: ignore[index]
 
@@ -650,6 +667,7 @@ def build_county(root: Path, *, cases: int = 25, days: int = 75, seed: int = 202
         c.play(c.sync_loop(desk), c.start + rnd.uniform(0.5, 1.5) * DAY)
     c.play(c.sweep_loop(), c.start + 60)
     a, b = c.desks[0], c.desks[GRID_WORKER]
+    c.play(c.stuck_case(c.desks[6], c.desks[3], c.desks[-1]), at_work(c.start + 2 * DAY, rnd))
     c.play(c.shared_case(a, b), at_work(c.end - min(12, days / 3) * DAY, rnd))
     c.play(c.accusation(a), at_work(c.end - min(20, days / 2) * DAY, rnd))
     for k in range(3):
