@@ -249,16 +249,33 @@ def new_case(client: Any, rnd: random.Random) -> str:
         return str(client.new_case(values, parties))
 
 
+def subtree_of(node: str) -> list[str]:
+    """The nodes under ``node`` in JURISDICTION_CSV (itself excluded)."""
+    parents = {row.split(",")[0]: row.split(",")[3] for row in JURISDICTION_CSV.splitlines()[1:]}
+    out, todo = [], [node]
+    while todo:
+        n = todo.pop()
+        kids = sorted(c for c, p in parents.items() if p == n)
+        out += kids
+        todo += kids
+    return out
+
+
 def record_work(lap: Laptop, rnd: random.Random, n_actions: int) -> Counter[str]:
-    """Casework on one laptop, offline: new cases, visits, notes, title edits, transitions."""
+    """Casework on one laptop, offline: new cases, visits, notes, title edits, transitions,
+    and (township and county laptops) routing a case of their own to a node below them
+    (交办), so that it newly enters another laptop's scope and travels with its history."""
     from field_client.errors import ClientError
+    from schema import lifecycle
     from schema.errors import MinqingError
 
     done: Counter[str] = Counter()
+    below = subtree_of(lap.node)
     with opened(lap) as c:
         for _ in range(n_actions):
             cases = [r[0] for r in c.replica.conn.execute("SELECT id FROM cases WHERE voided=0 ORDER BY id")]
-            kind = rnd.choice(["case", "visit", "note", "edit", "edit", "transition"]) if cases else "case"
+            kinds = ["case", "visit", "note", "edit", "edit", "transition"] + (["route"] * 2 if below else [])
+            kind = rnd.choice(kinds) if cases else "case"
             try:
                 if kind == "case":
                     new_case(c, rnd)
@@ -271,11 +288,17 @@ def record_work(lap: Laptop, rnd: random.Random, n_actions: int) -> Counter[str]
                 elif kind == "edit":
                     lap.titles += 1
                     c.edit("case", rnd.choice(cases), {"title": f"纠纷（{lap.name}第{lap.titles}稿）"})
+                elif kind == "route":
+                    mine = [r[0] for r in c.replica.conn.execute(
+                        "SELECT id FROM cases WHERE state='registered' AND origin_node=? AND node=? ORDER BY id",
+                        (lap.node, lap.node))]
+                    if not mine:
+                        kind = "case"
+                        mine = [new_case(c, rnd)]
+                    c.transition(rnd.choice(mine), "route", to_node=rnd.choice(below))
                 else:
                     case = rnd.choice(cases)
                     row = c.replica.get("case", case)
-                    from schema import lifecycle
-
                     allowed = [a for a in lifecycle.allowed_actions(row["state"], row["level"], c.level)
                                if a in ("accept", "start")]
                     if not allowed:
@@ -288,6 +311,26 @@ def record_work(lap: Laptop, rnd: random.Random, n_actions: int) -> Counter[str]
                 continue
             done[kind] += 1
     return done
+
+
+def concurrent_edit(laptops: list[Laptop], rnd: random.Random) -> int:
+    """Two laptops that both hold a case give its title different values before either
+    syncs: a concurrent edit, which every replica must show as the same conflict."""
+    held: dict[str, list[Laptop]] = {}
+    for lap in laptops:
+        with opened(lap) as c:
+            for (cid,) in c.replica.conn.execute("SELECT id FROM cases WHERE voided=0"):
+                held.setdefault(cid, []).append(lap)
+    shared = sorted(cid for cid, laps in held.items() if len(laps) >= 2)
+    if not shared:
+        return 0
+    case = rnd.choice(shared)
+    pair = rnd.sample(held[case], 2)
+    for lap in pair:
+        lap.titles += 1
+        with opened(lap) as c:
+            c.edit("case", case, {"title": f"纠纷（{lap.name}第{lap.titles}稿，同时修改）"})
+    return 1
 
 
 def c_now(client: Any) -> str:
@@ -384,6 +427,7 @@ class ReplicaFigure:
     stamps_differ: int
     rows_differ: int
     digest_equal: bool
+    outside: int = 0  # held beyond its scope: ops of cases that left it, its own ops in quarantine
 
 
 @dataclass
@@ -392,6 +436,7 @@ class Figures:
     server_ops: int = 0  # written by the server itself (sweep)
     on_server: int = 0  # of the laptops' ops, on the server
     held: int = 0  # of the laptops' ops, held in quarantine with a reason
+    held_codes: Counter[str] = field(default_factory=Counter)
     lost: int = 0
     duplicates: int = 0
     duplicate_kinds: Counter[str] = field(default_factory=Counter)
@@ -533,6 +578,7 @@ def check(server_dir: Path, laptops: list[tuple[str, Path]], *, passphrase: str 
     fig.ops_written = len(all_written)
     fig.on_server = len(all_written & set(server_ops))
     fig.held = len((all_written - set(server_ops)) & set(held))
+    fig.held_codes.update(held[i] for i in (all_written - set(server_ops)) & set(held))
     not_on_server = all_written - set(server_ops) - set(held)
     fig.lost = len(not_on_server)
     fig.replicas.append(ReplicaFigure("server", len(all_written) + fig.server_ops - fig.held, len(server_ops),
@@ -553,9 +599,15 @@ def check(server_dir: Path, laptops: list[tuple[str, Path]], *, passphrase: str 
         assert name == lname
         sub = _subtree(nodes, str(keys.info["node"]))
         scope = {cid for cid, origin, node in cases if origin in sub or node in sub}
-        expected = {op_id for op_id, (_, case_id, _) in server_ops.items() if case_id in scope} | written[name]
+        # what it must hold: the server's ops of the cases now in its scope, and its own that
+        # the server took. It may hold more: ops of a case that has left its scope since
+        # (escalated above it: the server sends no more of it), and its own ops the server
+        # holds in quarantine (counted above, with their reason).
+        expected = {op_id for op_id, (_, case_id, _) in server_ops.items() if case_id in scope} \
+            | (written[name] & set(server_ops))
         missing = expected - found
-        extra = found - set(server_ops) - set(held)
+        outside = found - expected
+        extra = outside - set(server_ops) - set(held)
         replica = Replica(d / "replica.db", create=False)
         try:
             pairs = dict(replica.op_pairs())
@@ -564,8 +616,8 @@ def check(server_dir: Path, laptops: list[tuple[str, Path]], *, passphrase: str 
         finally:
             replica.close()
         stamps_differ = sum(1 for i in found & set(server_ops) if pairs[i] != server_ops[i][0])
-        want = op_digest((i, server_ops[i][0]) for i in expected if i in server_ops)
-        digest_equal = op_digest(pairs.items()) == want
+        want = op_digest((i, server_ops[i][0]) for i in expected)
+        digest_equal = op_digest((i, pairs[i]) for i in found & expected) == want
         rows_differ = _rows_differ(srv_snapshot, snap, scope, keystore.Sealer(keys.data_key), table_entity,
                                    TABLE_COLUMNS, CONFLICT_COLUMNS)
         if diff:
@@ -573,8 +625,8 @@ def check(server_dir: Path, laptops: list[tuple[str, Path]], *, passphrase: str 
         fig.lost += len(missing)
         identical = identical and not diff and not missing and not extra and not stamps_differ \
             and not rows_differ and digest_equal
-        fig.replicas.append(ReplicaFigure(name, len(expected), len(found), len(missing), len(extra),
-                                          stamps_differ, rows_differ, digest_equal))
+        fig.replicas.append(ReplicaFigure(name, len(expected), len(found & expected), len(missing), len(extra),
+                                          stamps_differ, rows_differ, digest_equal, len(outside)))
     fig.duplicates = sum(fig.duplicate_kinds.values())
     fig.identical = identical and not fig.lost and not fig.duplicates
     return fig
@@ -603,7 +655,7 @@ def _rows_differ(server: dict[str, list[tuple[Any, ...]]], laptop: dict[str, lis
             return tuple(row[i] for i in keep)
 
         mine = {r[0]: norm(r, False) for r in srows if r[key] in scope}
-        theirs = {r[0]: norm(r, True) for r in laptop.get(table, [])}
+        theirs = {r[0]: norm(r, True) for r in laptop.get(table, []) if r[key] in scope}
         n += sum(1 for rid in set(mine) | set(theirs) if mine.get(rid) != theirs.get(rid))
     return n
 
@@ -625,7 +677,8 @@ class Result:
     server_kills_committed: int = 0  # of those, the change set was in the ledger after the restart
     clean_passes: int = 0
     converged: bool = False
-    verify_in_sync: dict[str, bool] = field(default_factory=dict)
+    verify_in_sync: dict[str, bool] = field(default_factory=dict)  # the digests equal outright
+    verify_agrees: dict[str, bool] = field(default_factory=dict)  # nothing missing on either side
     rebuild_equal: bool = False
     figures: Figures = field(default_factory=Figures)
     seconds: float = 0.0
@@ -636,7 +689,7 @@ class Result:
     def ok(self) -> bool:
         crashes = sum(n for k, n in self.syncs.items() if k.startswith(("crashed", "hung")))
         return (self.figures.ok and self.converged and self.rebuild_equal and not crashes
-                and all(self.verify_in_sync.values()) and len(self.verify_in_sync) == len(self.laptops))
+                and all(self.verify_agrees.values()) and len(self.verify_agrees) == len(self.laptops))
 
 
 def _say(progress: Callable[[str], None] | None, text: str) -> None:
@@ -759,6 +812,8 @@ class Harness:
             self.result.faults["clock_skew"] += 1
         for lap in self.laptops:
             self.result.work.update(record_work(lap, rnd, rnd.randint(1, 4)))
+        if rnd.random() < 0.6:
+            self.result.work["concurrent_edit"] += concurrent_edit(self.laptops, rnd)
         self.workers = [Worker(lap, self.proxy.url) for lap in self.laptops]
         if rnd.random() < cfg.p_client_kill:
             worker = rnd.choice(self.workers)
@@ -822,14 +877,21 @@ class Harness:
             client = FieldClient.open(lap.dir, PASSPHRASE, clock=lap.clock())
             transport = HttpTransport(self.server.url, timeout=(5.0, 60.0))
             try:
-                self.result.verify_in_sync[lap.name] = bool(verify(SyncAgent(client, transport))["in_sync"])
+                v = verify(SyncAgent(client, transport))
+                # the server holds all this laptop holds of its scope, and the laptop all the server
+                # holds of it; what only the laptop has is ops of cases that left its scope ("other")
+                # or its own held in quarantine ("held"), never anything unsent or lost
+                self.result.verify_agrees[lap.name] = (
+                    not v["missing_on_laptop"] and not v["stamps_differ"] and not v["truncated"]
+                    and all(m["why"] in ("held", "other") for m in v["missing_on_server"]))
+                self.result.verify_in_sync[lap.name] = bool(v["in_sync"])
             finally:
                 transport.session.close()
                 client.close()
         rebuilt = self.server.cli("rebuild")
         self.result.rebuild_equal = bool(rebuilt.get("equal")) and bool(rebuilt.get("chain_ok"))
-        _say(self.progress, f"clean exchange: {self.result.clean_passes} pass(es); verify in sync: "
-             f"{sum(self.result.verify_in_sync.values())}/{len(self.laptops)}; rebuild equal: "
+        _say(self.progress, f"clean exchange: {self.result.clean_passes} pass(es); verify agrees: "
+             f"{sum(self.result.verify_agrees.values())}/{len(self.laptops)}; rebuild equal: "
              f"{self.result.rebuild_equal}")
 
     def close(self) -> None:
@@ -880,13 +942,16 @@ def report(result: Result) -> str:
         f"ops written: {fig.ops_written} by the laptops (+ {fig.server_ops} by the server's sweep); "
         f"conflicts on the server: {fig.conflicts}",
         "ops found on every replica (found/expected): " + "; ".join(
-            f"{r.name} {r.found}/{r.expected}" for r in fig.replicas),
+            f"{r.name} {r.found}/{r.expected}" + (f" (+{r.outside} beyond its scope)" if r.outside else "")
+            for r in fig.replicas),
         f"lost: {fig.lost}",
-        f"held in quarantine: {fig.held}",
+        f"held in quarantine (kept, with a reason): {fig.held}"
+        + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(fig.held_codes.items())) + ")" if fig.held else ""),
         f"duplicates: {fig.duplicates}" + (" (" + ", ".join(f"{k} {n}" for k, n in fig.duplicate_kinds.items() if n)
                                            + ")" if fig.duplicates else ""),
         f"clean exchange: {result.clean_passes} pass(es), converged: {'yes' if result.converged else 'no'}; "
-        f"verify in sync: {sum(result.verify_in_sync.values())}/{len(result.laptops)}; "
+        f"verify agrees: {sum(result.verify_agrees.values())}/{len(result.laptops)} "
+        f"({sum(result.verify_in_sync.values())} with equal digests); "
         f"ledger rebuild equal: {'yes' if result.rebuild_equal else 'no'}",
         f"replicas identical: {'yes' if fig.identical else 'no'}",
     ]

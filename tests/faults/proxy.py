@@ -11,8 +11,9 @@ probability ``p_fault`` a request meets one fault instead:
 ``delay``         the request waits 50-600 ms before it goes on
 ``duplicate``     the request is sent to the server twice at the same moment; the laptop
                   gets one of the answers
-``replay``        an earlier request (any laptop's, kept from before) is sent to the server
-                  again, then the current one goes on
+``replay``        an earlier request (any laptop's: one of the last few, or one sampled from
+                  the whole run, so stale pull cursors and old change sets come back) is
+                  sent to the server again, then the current one goes on
 ``reorder``       the request is held until a later request (another laptop's connection)
                   has passed it, then sent (a hold that nobody overtook counts as a delay)
 ``truncate_up``   only the first N bytes of the request reach the server, then both sides
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 HOST = "127.0.0.1"
 KINDS = ("drop", "delay", "duplicate", "replay", "reorder", "truncate_up", "truncate_down")
 MAX_HEAD = 65536
-REPLAY_POOL = 64
+REPLAY_POOL = 32  # recent requests kept for replay, and as many sampled from the whole run
 REORDER_WAIT_S = 1.5
 IO_TIMEOUT_S = 30.0
 
@@ -144,7 +145,9 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._passed = 0  # requests forwarded so far (a held request waits for this to grow)
         self._cond = threading.Condition(self._lock)
-        self._pool: list[Request] = []
+        self._pool: list[Request] = []  # the last REPLAY_POOL requests
+        self._old: list[Request] = []  # a uniform sample of all of them (reservoir)
+        self._seen = 0
         self._socks: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -272,10 +275,17 @@ class FaultProxy:
         req = self._parse(head, body)
         with self._lock:
             self.requests += 1
-            replayable = list(self._pool)
+            replayable = self._pool + self._old
             if req.kind in ("changeset", "request"):
                 self._pool.append(req)
                 del self._pool[:-REPLAY_POOL]
+                self._seen += 1
+                if len(self._old) < REPLAY_POOL:
+                    self._old.append(req)
+                else:
+                    i = self.rnd.randrange(self._seen)
+                    if i < REPLAY_POOL:
+                        self._old[i] = req
         fault = self._choose()
         if fault == "replay" and not replayable:
             fault = "duplicate"

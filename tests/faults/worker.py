@@ -3,7 +3,7 @@
 ``python -m tests.faults.worker DATA URL SKEW_MS`` (passphrase in ``MINQING_PASSPHRASE``):
 opens the field client in ``DATA`` with its clock ``SKEW_MS`` off the machine's, prints
 ``ready``, runs ``SyncAgent.sync()`` against ``URL`` (the fault proxy) with two retries
-(0.25 s, then 0.5 s apart: a restarted server is back by then), prints one JSON line
+(0.4 s, then 0.8 s apart: a restarted server is back by then), prints one JSON line
 ``{"ok": true, "pushed": ..., "pulled": ..., "duplicates": ...}`` or ``{"ok": false,
 "code": ...}`` and exits 0, or 3 when the sync failed.
 """
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
 
     client = FieldClient.open(data, os.environ["MINQING_PASSPHRASE"], clock=clock)
     transport = HttpTransport(url, timeout=(3.0, 20.0))
-    agent = SyncAgent(client, transport, retries=2, backoff_s=0.25)
+    agent = SyncAgent(client, transport, retries=2, backoff_s=0.4)
     print("ready", flush=True)
     try:
         report = agent.sync()
