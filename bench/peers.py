@@ -207,11 +207,12 @@ def js_missing() -> str | None:
     return None
 
 
-def run_js(edits_path: Path, repeat: int) -> dict[str, Any]:
+def run_js(edits_path: Path, repeat: int, warmup: int = 1) -> dict[str, Any]:
     node = shutil.which("node")
     assert node is not None
-    p = subprocess.run([node, str(JS_SCRIPT), str(edits_path), "--repeat", str(repeat)], capture_output=True,
-                       text=True, timeout=NODE_TIMEOUT, stdin=subprocess.DEVNULL, cwd=JS_DIR)
+    cmd = [node, str(JS_SCRIPT), str(edits_path), "--repeat", str(repeat), "--warmup", str(warmup)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=NODE_TIMEOUT, stdin=subprocess.DEVNULL,
+                       cwd=JS_DIR)
     if p.returncode != 0:
         raise RuntimeError(f"node peers.js exited {p.returncode}:\n{p.stderr[-3000:]}")
     out: dict[str, Any] = json.loads(p.stdout)
@@ -241,12 +242,16 @@ def run(*, seed: int = 1, repeat: int = 3, progress: bool = True, directory: str
                                  "week_to": built["week_to"], "directory": directory or tempfile.gettempdir()}
             r["export_bytes"] = write_edits(edits, edits_path)
             r["week_records"] = len({e["_id"] for e in edits if e["week"]})
+            r["couch_model"] = S.couch_bytes(S.couch_revisions(history, week, tmp), latest_only=True)["total"]
             r["build_s"] = time.perf_counter() - t0
             why = js_missing()
             r["js_missing"] = why
             if why is None:
                 _say(f"PouchDB and Automerge (node {JS_SCRIPT.name}, {repeat} round(s))", progress)
-                r["js"] = run_js(edits_path, repeat)
+                try:
+                    r["js"] = run_js(edits_path, repeat)
+                except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+                    r["js_missing"] = f"node {JS_SCRIPT.name} failed: {exc}"
             syncs, merges, floors = [], [], []
             for k in range(repeat):
                 _say(f"round {k + 1}: our sync (counting proxy), server merge, SQLite floor", progress)
@@ -304,7 +309,7 @@ def report(r: dict[str, Any], out: Any = None) -> None:
       f"exported edits {r['export_bytes']:,} bytes; set-up {r['build_s']:.1f} s (not timed); "
       f"{r['repeat']} round(s), medians\n")
     if r.get("js_missing"):
-        w(f"  PouchDB and Automerge skipped: {r['js_missing']}\n")
+        w(f"  PouchDB and Automerge not measured: {r['js_missing']}\n")
     f = r["floor"]
     w(f"    {'system':<64} {'bytes':>9} {'merge ms':>9} {'exchange ms':>12} {'bytes/floor':>12} "
       f"{'time/floor':>11}\n")
@@ -330,7 +335,8 @@ def report(r: dict[str, Any], out: Any = None) -> None:
           f"{'yes' if h['same'] and p['local']['same'] else 'NO'}; rounds http "
           + ", ".join(f"{1000 * x:.0f}" for x in h["rounds"]) + " ms, local "
           + ", ".join(f"{1000 * x:.0f}" for x in p["local"]["rounds"]) + " ms\n")
-        w(f"    requests: {', '.join(f'{k} {v}' for k, v in sorted(h['by_path'].items()))}\n")
+        w(f"    requests: {', '.join(f'{k} {v}' for k, v in sorted(h['by_path'].items()))}; the sync bench's "
+          f"CouchDB-style model of this week (latest revision only) {r['couch_model']:,} bytes\n")
         c = a["changes"]
         w(f"  Automerge {js['versions']['automerge']}: one document per case; {c['docs']} docs changed in the "
           f"week, {c['changes']} changes; peer equal to the source: "
@@ -338,4 +344,6 @@ def report(r: dict[str, Any], out: Any = None) -> None:
           f"{a['save_since']['bytes']:,} bytes, loadIncremental {1000 * a['save_since']['load_s']:.1f} ms; sync protocol "
           f"{a['sync']['messages']} messages (up {a['sync']['up']:,}, down {a['sync']['down']:,}); save() of "
           f"all {a['save']['all_docs']} docs {a['save']['all_bytes']:,} bytes\n")
-        w(f"  node {js['versions']['node']}\n")
+        w("  Automerge rounds (ms): changes " + ", ".join(f"{1000 * x:.0f}" for x in c["rounds"])
+          + "; ImmutableString changes " + ", ".join(f"{1000 * x:.0f}" for x in a["changes_immutable"]["rounds"])
+          + f"; node {js['versions']['node']}, {js['warmup']} warm-up round(s) not counted\n")

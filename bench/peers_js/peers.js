@@ -1,12 +1,14 @@
 'use strict';
 // The village week through PouchDB replication and through Automerge, for `python -m bench peers`.
 //
-//   node peers.js EDITS.json [--repeat N]
+//   node peers.js EDITS.json [--repeat N] [--warmup W]
 //
 // EDITS.json is what bench/peers.py exports: {"edits": [{op_id, week, type, _id, case_id,
 // kind, doc, set}, ...]}, one per op of the laptop, in the order made; the history's
 // edits (week: false) first. Prints one JSON object on stdout (medians over N rounds,
-// each round on fresh databases and documents); progress on stderr.
+// default 3, each on fresh databases and documents, after W untimed warm-up rounds,
+// default 1: the JIT and the WebAssembly compiler warmed, as in a peer that has been
+// running a while); progress on stderr.
 //
 // PouchDB (pouchdb-core 9 with the memory adapter, the HTTP adapter and the replicator):
 //   one document per record, _id = the record's id, body = the record after the edit
@@ -268,7 +270,10 @@ function automerge(history, week, immutable) {
     changes: { docs: touched.length, changes: nChanges, bytes: changeBytes, apply_s: applyS,
                same: sameDocs(docs, b1, touched) },
   };
-  if (immutable) return out;
+  if (immutable) {
+    freeAll(docs, peer, b1);
+    return out;
+  }
 
   // saveSince -> loadIncremental
   const chunks = touched.map((k) => [k, A.saveSince(docs.get(k), heads.get(k) || [])]);
@@ -325,7 +330,14 @@ function automerge(history, week, immutable) {
   out.save = { bytes: saved.reduce((n, [, s]) => n + s.length, 0), load_s: (performance.now() - t0) / 1000,
                same: sameDocs(docs, b4, touched), all_docs: docs.size,
                all_bytes: [...docs.values()].reduce((n, d) => n + A.save(d).length, 0) };
+  freeAll(docs, peer, b1, b2, b3, b4);
   return out;
+}
+
+function freeAll(...maps) {
+  // the documents' memory is WebAssembly memory, not the JS heap: free it, or each round
+  // runs in a larger, more fragmented heap than the one before
+  for (const m of maps) for (const d of m.values()) A.free(d);
 }
 
 // ---------------------------------------------------------------------------
@@ -338,9 +350,18 @@ async function main() {
   }
   const i = args.indexOf('--repeat');
   const repeat = i >= 0 ? Math.max(1, parseInt(args[i + 1], 10)) : 3;
+  const j = args.indexOf('--warmup');
+  const warmup = j >= 0 ? Math.max(0, parseInt(args[j + 1], 10)) : 1;
   const { edits } = JSON.parse(fs.readFileSync(args[0], 'utf8'));
   const history = edits.filter((e) => !e.week);
   const week = edits.filter((e) => e.week);
+  for (let k = 0; k < warmup; k++) {
+    say(`warm-up round ${k + 1} (not counted): PouchDB over HTTP, memory to memory, Automerge`);
+    await pouchHttp(history, week);
+    await pouchLocal(history, week);
+    automerge(history, week, false);
+    automerge(history, week, true);
+  }
   const rounds = { http: [], local: [], am: [], ami: [] };
   for (let k = 0; k < repeat; k++) {
     say(`round ${k + 1}: PouchDB over HTTP (express-pouchdb on 127.0.0.1)`);
@@ -357,6 +378,7 @@ async function main() {
   const out = {
     edits: { history: history.length, week: week.length, week_records: new Set(week.map((e) => e._id)).size,
              week_cases: new Set(week.map((e) => e.case_id)).size },
+    warmup, rounds: repeat,
     versions: { node: process.version, pouchdb: version('pouchdb-core'), 'express-pouchdb': version('express-pouchdb'),
                 automerge: version('@automerge/automerge') },
     pouchdb: {
@@ -374,6 +396,7 @@ async function main() {
               same: rounds.am.every((r) => r.sync.same) },
       save: { ...a0.save, load_s: med(rounds.am, (r) => r.save.load_s), same: rounds.am.every((r) => r.save.same) },
       changes_immutable: { ...rounds.ami[0].changes, apply_s: med(rounds.ami, (r) => r.changes.apply_s),
+                           rounds: rounds.ami.map((r) => r.changes.apply_s),
                            same: rounds.ami.every((r) => r.changes.same) },
     },
   };
