@@ -380,10 +380,10 @@ class Worker:
         with self._lock:
             if self.proc.poll() is not None:
                 return False
+            self.killed = True  # before the signal: whoever sees the exit sees the mark
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-            self.killed = True
-            return True
+        self.proc.wait(timeout=30)
+        return True
 
     def finish(self, timeout: float) -> str:
         """Wait; the outcome: ok, failed:<code>, killed, hung or crashed:<rc>."""
@@ -391,11 +391,12 @@ class Worker:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            self.killed = False
             self._join()
             return "hung"
         self._join()
-        if self.killed:
+        with self._lock:
+            killed = self.killed
+        if killed:
             return "killed"
         last = json.loads(self.lines[-1]) if self.lines and self.lines[-1].startswith("{") else None
         if self.proc.returncode == 0 and last and last.get("ok"):
