@@ -160,6 +160,7 @@ class Facts:
     shared_case: str = ""
     accusation_case: str = ""
     stuck_case: str = ""
+    current_case: str = ""
     repeat_cases: list[str] = field(default_factory=list)
     skip_level_cases: list[str] = field(default_factory=list)
     voided: list[str] = field(default_factory=list)
@@ -168,6 +169,7 @@ class Facts:
 
     def as_dict(self) -> dict[str, Any]:
         return {"shared_case": self.shared_case, "accusation_case": self.accusation_case, "stuck_case": self.stuck_case,
+                "current_case": self.current_case,
                 "repeat_cases": self.repeat_cases, "skip_level_cases": self.skip_level_cases,
                 "voided": self.voided, "build_seconds": round(self.seconds, 1), "end": self.end}
 
@@ -213,14 +215,16 @@ class County:
             self._n += 1
             heapq.heappush(self.queue, (t, self._n, fn))
 
-    def play(self, story: Story, t: float) -> None:
-        """Run ``story`` from ``t``: each ``yield`` is the delay (seconds) to its next step."""
+    def play(self, story: Story, t: float, *, office: bool = True) -> None:
+        """Run ``story`` from ``t``: each ``yield`` is the delay (seconds) to its next step,
+        which falls in office hours unless ``office`` is false."""
         def step() -> None:
             try:
                 delay = next(story)
             except StopIteration:
                 return
-            self.at(self.clock.t + max(delay, 60.0), step)
+            t = self.clock.t + max(delay, 60.0)
+            self.at(at_work(t, self.rnd) if office else t, step)
         self.at(t, step)
 
     def run(self, progress: Callable[[float], None]) -> None:
@@ -548,7 +552,7 @@ class County:
         for (cid,) in rows:
             if cid not in desk.handled:
                 desk.handled.add(cid)
-                self.play(self.upper_case(desk, cid), self.clock.t + 60)
+                self.play(self.upper_case(desk, cid), at_work(self.clock.t + 60, self.rnd))
 
     def walk_in(self, desk: Desk) -> Story:
         """A petitioner comes to the township station directly; sometimes one whose village case is open (越级)."""
@@ -634,6 +638,30 @@ class County:
             self.mediate(village, cid, False)
             self.note(village, cid, "双方均不让步，拟请镇里协调土地流转合同问题。")
 
+    def current_case(self, desk: Desk) -> Story:
+        """李明's case of this week: visited, accepted, a first mediation suspended, the next one planned."""
+        p = self.person(desk.client.node)
+        p.update(name="张建国")
+        r = self.person(desk.client.node)
+        r.update(name="刘秀英")
+        cid = desk.client.new_case(
+            {"title": "宅基地边界纠纷", "category": "dispute", "subject": "neighbour", "channel": "visit",
+             "summary": "张建国反映邻居刘秀英翻建院墙时向其宅基地一侧多砌约半米，双方多次争吵。",
+             "demands": "恢复原界址，拆除越界部分", "people_count": 2},
+            [{"role": "petitioner", **p}, {"role": "respondent", **r}])
+        self.facts.current_case = cid
+        yield 0.1 * DAY
+        self.visit(desk, cid, "home", "上门察看现场，新墙基确有越过原界桩的迹象，双方情绪激动。", "张建国家")
+        yield 0.2 * DAY
+        self.accept(desk, cid)
+        yield 1 * DAY
+        self.visit(desk, cid, "home", "到刘秀英家了解情况，其称按老宅基证砌墙，同意调解。", "刘秀英家")
+        yield 0.3 * DAY
+        desk.client.add_record("mediation", cid, {
+            "kind": "people", "mediator": desk.display, "held_at": self.now(), "place": "村调解室",
+            "outcome": "suspended", "facts": "双方对原界桩位置说法不一，需查阅宅基地档案。"})
+        self.note(desk, cid, "已请镇国土所调取两户宅基地档案，档案到后再约双方调解。")
+
     def parent(self, desk: Desk) -> str:
         return str(self.store.node(desk.client.node)["parent"])  # type: ignore[index]
 
@@ -664,12 +692,13 @@ def build_county(root: Path, *, cases: int = 25, days: int = 75, seed: int = 202
         if desk.client.level == "township":
             for _ in range(max(1, cases // 10)):
                 c.play(c.walk_in(desk), at_work(rnd.uniform(c.start + 20 * DAY, c.end - DAY), rnd))
-        c.play(c.sync_loop(desk), c.start + rnd.uniform(0.5, 1.5) * DAY)
-    c.play(c.sweep_loop(), c.start + 60)
+        c.play(c.sync_loop(desk), c.start + rnd.uniform(0.5, 1.5) * DAY, office=False)
+    c.play(c.sweep_loop(), c.start + 60, office=False)
     a, b = c.desks[0], c.desks[GRID_WORKER]
     c.play(c.stuck_case(c.desks[6], c.desks[3], c.desks[-1]), at_work(c.start + 2 * DAY, rnd))
     c.play(c.shared_case(a, b), at_work(c.end - min(12, days / 3) * DAY, rnd))
     c.play(c.accusation(a), at_work(c.end - min(20, days / 2) * DAY, rnd))
+    c.play(c.current_case(a), at_work(c.end - min(6, days / 4) * DAY, rnd))
     for k in range(3):
         c.play(c.concurrent_edit(a, b), at_work(c.end - (k * 5 + 3) * DAY, rnd))
 
