@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from field_client import keystore
 from field_client.store import FieldClient
 from field_client.sync import SyncAgent, WsgiTransport
+from schema import envelope as env
 from sync_server import keys as server_keys
 from sync_server.app import create_app
 from sync_server.cli import main
@@ -36,6 +37,8 @@ class Site:
     agent: SyncAgent
     laptop: FieldClient
     keys: server_keys.ServerKeys
+    envelope: bytes  # the laptop's first change set, acknowledged
+    raw_ops: list[dict[str, Any]]  # its ops as they travel
 
     @property
     def device(self) -> str:
@@ -61,7 +64,8 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """One server and one laptop for the module: every request below is refused, or reads."""
+    """One server and one laptop of 东村 for the module; the laptop has synced a case with a
+    note (``envelope``, ``raw_ops``)."""
     tmp_path = tmp_path_factory.mktemp("regressions")
     mp = pytest.MonkeyPatch()
     mp.setattr(keystore, "SCRYPT_N", 2**10)
@@ -80,8 +84,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         mp.undo()
     agent = SyncAgent(laptop, WsgiTransport(app), retries=0, backoff_s=0.0)
     agent.enroll(code)
+    case = laptop.new_case({"title": "宅基地边界纠纷", "category": "dispute", "subject": "neighbour",
+                            "channel": "visit"}, [{"role": "petitioner", "name": "王建国", "phone": "13812345678"}])
+    laptop.add_record("note", case, {"text": "已电话联系当事人。", "written_at": "2026-11-18T10:00:00+08:00"})
+    agent.sync()
+    envelope = bytes(agent.conn.execute("SELECT envelope FROM outgoing ORDER BY seq").fetchone()[0])
+    keys = server_keys.load(data)
+    opened = env.open(envelope, recipient_key=keys.x25519, sender_key=lambda s: laptop.keys.ed25519.public_key())
     try:
-        yield Site(app.test_client(), data, agent, laptop, server_keys.load(data))
+        yield Site(app.test_client(), data, agent, laptop, keys, envelope, list(opened.payload["ops"]))
     finally:
         laptop.close()
 

@@ -48,7 +48,8 @@ def edit(data: bytes, edits: list[tuple[Any, ...]]) -> bytes:
     for e in edits:
         n = max(len(b), 1)
         if e[0] == "flip":
-            b[e[1] % n] ^= 1 << e[2] if b else 0
+            if b:
+                b[e[1] % n] ^= 1 << e[2]
         elif e[0] == "cut":
             del b[e[1] % n:]
         elif e[0] == "insert":
@@ -225,9 +226,14 @@ def valid_answer(lab: Lab) -> bytes:
 
 
 def answer_payloads(lab: Lab) -> st.SearchStrategy[Any]:
+    return answer_payloads_for(lab.raw_ops)
+
+
+def answer_payloads_for(raw_ops: list[dict[str, Any]]) -> st.SearchStrategy[Any]:
+    """What an answer may hold, each part of any type (never an erase order)."""
     ints = c.WEIRD_INT | c.JSON
     return st.one_of(c.JSON, st.fixed_dictionaries({"erase": st.just(False)}, optional={
-        "ops": c.mutated_ops(lab.raw_ops) | c.JSON, "cursor": ints, "more": st.booleans() | c.JSON,
+        "ops": c.mutated_ops(raw_ops) | c.JSON, "cursor": ints, "more": st.booleans() | c.JSON,
         "acks": st.lists(ints, max_size=3) | c.JSON, "epoch": c.JSON, "server_time_ms": ints,
         "quarantined": c.JSON, "rules": st.text(max_size=200), "rules_sha256": c.JSON,
         "seq_status": c.JSON | st.fixed_dictionaries({}, optional={"through": ints, "max": ints,
