@@ -330,7 +330,7 @@ def report(r: dict[str, Any], out: Any = None) -> None:
     if js:
         p, a = js["pouchdb"], js["automerge"]
         h = p["http"]
-        w(f"  PouchDB {js['versions']['pouchdb']}: {h['docs_written']} docs written, {h['requests']} HTTP requests "
+        w(f"  PouchDB {js['versions']['pouchdb']}: {h['docs_written']} docs written, {h['requests']} HTTP requests on {h['connections']} TCP connections "
           f"(up {h['up']:,}, down {h['down']:,}); target holds {h['target_docs']} docs = source: "
           f"{'yes' if h['same'] and p['local']['same'] else 'NO'}; rounds http "
           + ", ".join(f"{1000 * x:.0f}" for x in h["rounds"]) + " ms, local "
