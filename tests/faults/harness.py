@@ -557,12 +557,17 @@ def check(server_dir: Path, laptops: list[tuple[str, Path]], *, passphrase: str 
         conn = _ro(d / "replica.db")
         try:
             outbox = [r[0] for r in conn.execute("SELECT op_id FROM outbox")]
+            pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE acked=0").fetchone()[0]
+            if _has_table(conn, "outgoing"):
+                pending += conn.execute("SELECT COUNT(*) FROM outgoing WHERE acked_ms IS NULL").fetchone()[0]
             ops = conn.execute("SELECT op_id, stamp, device FROM ops").fetchall()
             packed = [r[0] for r in conn.execute("SELECT op_id FROM packed")] if _has_table(conn, "packed") else []
         finally:
             conn.close()
         mine = set(outbox)
         written[name] = mine
+        if pending:
+            fig.problems.append(f"{name}: {pending} op(s) or change set(s) still unacknowledged")
         if len(outbox) != len(mine):
             fig.duplicate_kinds[f"op twice in {name}'s outbox"] += len(outbox) - len(mine)
         if len(packed) != len(set(packed)):
@@ -582,9 +587,11 @@ def check(server_dir: Path, laptops: list[tuple[str, Path]], *, passphrase: str 
     fig.held_codes.update(held[i] for i in (all_written - set(server_ops)) & set(held))
     not_on_server = all_written - set(server_ops) - set(held)
     fig.lost = len(not_on_server)
+    unknown = set(server_ops) - all_written - server_authored
+    if unknown:
+        fig.problems.append(f"server: {len(unknown)} op(s) of a laptop that is not in its outbox")
     fig.replicas.append(ReplicaFigure("server", len(all_written) + fig.server_ops - fig.held, len(server_ops),
-                                      len(not_on_server), len(set(server_ops) - all_written - server_authored),
-                                      0, 0, True))
+                                      len(not_on_server), len(unknown), 0, 0, True))
 
     # each laptop against the server, within its scope
     server_replica = Replica(server_dir / "server.db", create=False)
