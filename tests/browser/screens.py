@@ -183,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             return code
         take(args.out, root)
+    missing = [name for name, _ in PAGES if not (args.out / name).exists()]
+    if missing:
+        print(f"✘ missing: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    print(f"✔ {len(PAGES)} screenshots in {args.out}")
     return 0
 
 
