@@ -80,7 +80,8 @@ LAPTOPS = [
     ("e", VILLAGE_1, "village"), ("f", VILLAGE_3, "village"),
 ]
 FAULT_ORDER = ("drop", "delay", "duplicate", "replay", "reorder", "truncate_up", "truncate_down",
-               "client_kill", "server_kill", "clock_skew")
+               "client_kill", "server_kill", "clock_skew", "stick_truncated", "stick_stale", "stick_answer_lost",
+               "stick_old_answer")
 WORKER_TIMEOUT_S = 90.0
 START_TIMEOUT_S = 30.0
 CLI_TIMEOUT_S = 120.0
@@ -95,6 +96,7 @@ class Config:
     p_client_kill: float = 0.4  # per round: one laptop's sync is killed
     p_server_kill: float = 0.3  # per round: the server is killed during a merge
     p_skew: float = 0.2  # per round: one laptop's clock jumps by days
+    p_relay: float = 0.25  # per round: one laptop syncs by USB stick (bundles) instead
     max_skew_days: int = 9
     work_dir: Path | None = None  # default: a new temporary folder, removed afterwards
     keep: bool = False  # keep the work folder
@@ -720,6 +722,7 @@ class Harness:
         self._server_kill: dict[str, Any] | None = None
         self._client_kill: dict[str, Any] | None = None
         self._kill_threads: list[threading.Thread] = []
+        self._sticks = 0
 
     # ---- set-up ----
 
@@ -822,7 +825,8 @@ class Harness:
             self.result.work.update(record_work(lap, rnd, rnd.randint(1, 4)))
         if rnd.random() < 0.6:
             self.result.work["concurrent_edit"] += concurrent_edit(self.laptops, rnd)
-        self.workers = [Worker(lap, self.proxy.url) for lap in self.laptops]
+        relay = rnd.choice(self.laptops) if rnd.random() < cfg.p_relay else None
+        self.workers = [Worker(lap, self.proxy.url) for lap in self.laptops if lap is not relay]
         if rnd.random() < cfg.p_client_kill:
             worker = rnd.choice(self.workers)
             if rnd.random() < 0.5:
@@ -852,11 +856,59 @@ class Harness:
         if self.server.proc is None or self.server.proc.poll() is not None:
             self.server.start()
             self.proxy.upstream_port = self.server.port
+        if relay is not None:
+            outcomes[self.by_stick(relay)] += 1
         self.result.syncs.update(outcomes)
         self.result.runs += 1
         faults = sum(self.result.faults.values()) + sum(self.proxy.faults.values())
         _say(self.progress, f"run {r + 1}/{cfg.runs}: syncs " + ", ".join(
             f"{k} {n}" for k, n in sorted(outcomes.items())) + f"; faults so far {faults}")
+
+    # ---- a laptop that syncs by USB stick ----
+
+    def by_stick(self, lap: Laptop) -> str:
+        """``field-client export`` to a stick, ``sync-server import`` and ``export-for`` (the
+        server keeps serving), ``field-client import`` of the answers; with faults: a change
+        set file cut short on the stick, an old stick (any laptop's) imported again, the
+        answers never brought back, an old answers folder imported on the laptop late."""
+        from field_client.sync import SyncAgent, SyncError
+
+        rnd = self.rnd
+        self._sticks += 1
+        stick = self.root / "sticks" / f"{self._sticks:04d}-{lap.name}"
+        answers = self.root / "answers" / f"{self._sticks:04d}-{lap.name}"
+        with opened(lap) as c:
+            files = SyncAgent(c).export_bundle(stick)
+        archive = self.root / "archive" / stick.name
+        shutil.copytree(stick, archive)
+        changesets = [f for f in files if not f.name.endswith("-request.mqe")]
+        if changesets and rnd.random() < 0.25:
+            victim = stick / rnd.choice(changesets).name
+            data = victim.read_bytes()
+            victim.write_bytes(data[: rnd.randint(1, len(data) - 1)])
+            self.result.faults["stick_truncated"] += 1
+        self.server.cli("import", str(stick))
+        old = sorted(p for p in (self.root / "archive").iterdir() if p != archive)
+        if old and rnd.random() < 0.3:
+            self.server.cli("import", str(rnd.choice(old)))
+            self.result.faults["stick_stale"] += 1
+        self.server.cli("export-for", lap.device_id, str(answers))
+        outcome = "stick"
+        if rnd.random() < 0.25:
+            self.result.faults["stick_answer_lost"] += 1
+            outcome = "stick:answer_lost"
+        else:
+            with opened(lap) as c:
+                try:
+                    SyncAgent(c).import_bundle(answers)
+                except SyncError as exc:
+                    outcome = f"stick:failed:{exc.code}"
+        older = sorted(p for p in (self.root / "answers").glob(f"*-{lap.name}") if p != answers)
+        if older and rnd.random() < 0.2:
+            with opened(lap) as c:
+                SyncAgent(c).import_bundle(rnd.choice(older))
+            self.result.faults["stick_old_answer"] += 1
+        return outcome
 
     # ---- the end ----
 
