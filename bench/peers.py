@@ -136,6 +136,7 @@ def our_sync(built: dict[str, Any], tmp: Path, name: str) -> dict[str, Any]:
             time.sleep(0.3)  # the proxy's threads see the connection close
             c = proxy.snapshot()
             out.update(up=c.up, down=c.down, total=c.up + c.down, pushed_ops=rep.pushed_ops,
+                       pulled_ops=rep.pulled_ops, connections=c.connections,
                        quarantined=len(rep.quarantined), exchanges=len(transport.log))
             out["envelopes"] = [(bytes(e), n) for _, e, n in client.replica.conn.execute(
                 "SELECT seq, envelope, n_ops FROM outgoing WHERE seq > ? ORDER BY seq",
@@ -263,6 +264,7 @@ def run(*, seed: int = 1, repeat: int = 3, progress: bool = True, directory: str
                 s.pop("envelopes", None)
             r["ours"] = {"bytes": syncs[0]["total"], "up": syncs[0]["up"], "down": syncs[0]["down"],
                          "exchanges": syncs[0]["exchanges"], "pushed_ops": syncs[0]["pushed_ops"],
+                         "pulled_ops": syncs[0]["pulled_ops"], "connections": syncs[0]["connections"],
                          "quarantined": syncs[0]["quarantined"],
                          "merge_s": med(m["server_s"] for m in merges),
                          "merge_rounds": [m["server_s"] for m in merges],
@@ -319,8 +321,9 @@ def report(r: dict[str, Any], out: Any = None) -> None:
         exs = f"{1000 * ex:>12.1f}" if ex is not None else f"{'-':>12}"
         w(f"    {name:<64} {bs} {1000 * s:>9.1f} {exs} {br} {s / f['seconds']:>11.1f}\n")
     o = r["ours"]
-    w(f"  ours: up {o['up']:,}, down {o['down']:,} in {o['exchanges']} POSTs; pushed {o['pushed_ops']} ops, "
-      f"quarantined {o['quarantined']}; merge rounds "
+    w(f"  ours: up {o['up']:,}, down {o['down']:,} in {o['exchanges']} POSTs on {o['connections']} TCP "
+      f"connection(s); pushed {o['pushed_ops']} ops, quarantined {o['quarantined']}, pulled {o['pulled_ops']} "
+      f"(the server's own); merge rounds "
       + ", ".join(f"{1000 * x:.1f}" for x in o["merge_rounds"])
       + " ms; sync rounds " + ", ".join(f"{1000 * x:.0f}" for x in o["sync_rounds"])
       + f" ms; server state equal to Replica.apply's: {'yes' if o['same_state'] else 'NO'}\n")
