@@ -674,7 +674,8 @@ def report(r: dict[str, Any], out: Any = None) -> None:
     d0 = r["direct"][0]
     w(f"  pushed {d0['pushed_envelopes']} envelopes / {d0['pushed_ops']} ops, quarantined {d0['quarantined']}, "
       f"pulled {d0['pulled_ops']}; server holds {d0['server_ops']} ops after "
-      f"(= {r['history_ops']} + {n}: {'yes' if d0['server_ops'] == r['history_ops'] + n else 'NO'})\n")
+      f"(= {r['history_ops']} + {n} + the {d0['pulled_ops']} the server wrote after the merge, pulled back: "
+      f"{'yes' if d0['server_ops'] == r['history_ops'] + n + d0['pulled_ops'] else 'NO'})\n")
     w(f"  server merge: SyncService.receive of the {len(r['envelope_sizes'])} envelopes {r['server_s']:.3f} s = "
       f"{n / r['server_s']:.0f} ops/s; Replica.apply of the same plain ops in the same chunks "
       f"{r['replica_s']:.3f} s = {n / r['replica_s']:.0f} ops/s; ratio {r['merge_ratio']:.3f} "
