@@ -15,6 +15,7 @@ import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,23 @@ def _replays(h: Http, lab: Lab) -> None:
         h.part.wrongly_accepted += 1
         h.part.keep("accepted but should be refused", "an old change set merged again")
     h.send("POST", "/api/v1/push", cs(2, ops[:1]), what="number 2 again with other content", expect="sync.seq_reused")
+    # one new change set arriving eight times at once (a relay and the author, and more)
+    fresh = cs(3, c.reauthor(lab.raw_ops, lab.village.id, dev.id))
+
+    def at_once(_: int) -> requests.Response:
+        return requests.post(lab.url + "/api/v1/push", data=fresh, headers={"Content-Type": OCTET}, timeout=TIMEOUT)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(at_once, range(8)))
+    merged = 0
+    for r in answers:
+        h.part.http("the same new change set eight times at once", r.status_code, r.headers.get("Content-Type", ""),
+                    r.content)
+        if r.status_code == 200 and _open_answer(lab, r.content, dev).get("duplicate") is False:
+            merged += 1
+    if merged != 1:
+        h.part.wrongly_accepted += max(merged - 1, 0)
+        h.part.keep("accepted but should be refused", f"eight copies at once: merged {merged} times")
     # the answer a server sent, posted back to it
     h.send("POST", "/api/v1/push", valid_answer(lab), what="the server's own answer sent back",
            expect=("sync.unknown_device", "sync.bad_request", "envelope."))

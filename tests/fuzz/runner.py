@@ -100,5 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     tally = run(args.examples, seed, parts, keep=args.keep, out=lambda s: print(s, flush=True))
     print(tally.report())
-    print(f"(again: python -m tests.fuzz --examples {args.examples} --seed {seed})")
+    only = f" --parts {','.join(parts)}" if parts != list(PARTS) else ""
+    print(f"(again: python -m tests.fuzz --examples {args.examples} --seed {seed}{only})")
     return 0 if tally.ok else 1

@@ -11,7 +11,9 @@ from typing import Any
 import requests
 from hypothesis import strategies as st
 
+from schema import envelope as env
 from tests.fuzz import craft as c
+from tests.fuzz.codes import documented
 from tests.fuzz.lab import Lab
 from tests.fuzz.run import drive
 from tests.fuzz.tally import Part
@@ -33,6 +35,23 @@ def run(part: Part, lab: Lab, *, examples: int, seed: int | None, first_seq: int
         def send(path: str, data: bytes, what: str) -> None:
             r = post(session, lab, path, data)
             part.http(what, r.status_code, r.headers.get("Content-Type", ""), r.content)
+            if r.status_code == 200:
+                held(r.content, what)
+
+        def held(raw: bytes, what: str) -> None:
+            """The answer verifies, and every op it says was held has a documented code."""
+            try:
+                answer = env.open(raw, recipient_key=lab.fuzzer.client.keys.x25519,
+                                  sender_key=lambda s: lab.keys.ed25519.public_key() if s == lab.keys.node_id else None)
+            except env.EnvelopeError as exc:
+                part.note("answer does not verify", f"{what}: {exc.code}")
+                return
+            for q in answer.payload.get("quarantined") or []:
+                code = q.get("code")
+                part.held[str(code)] += 1
+                if code not in documented():
+                    part.uncoded += 1
+                    part.keep("held op without a documented code", f"{what} -> {q}")
 
         # push: change sets of mutated ops, now and then with odd header values
         @st.composite

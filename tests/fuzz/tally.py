@@ -22,6 +22,7 @@ class Part:
     accepted: int = 0  # 2xx, or a parser that took the input
     server_errors: int = 0  # HTTP 5xx
     refusals: Counter[str] = field(default_factory=Counter)  # by code
+    held: Counter[str] = field(default_factory=Counter)  # ops held (quarantined) in taken change sets, by code
     uncoded: int = 0  # a refusal without a documented, stable code
     crashes: int = 0  # a parser raised something other than the project's own error
     wrongly_accepted: int = 0  # hostile input that should have been refused, taken
@@ -123,6 +124,13 @@ class Tally:
         lines.append("refusals by code:")
         for code, n in sorted(codes.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  {code:<34}{n:>8}")
+        held: Counter[str] = Counter()
+        for p in self.parts.values():
+            held.update(p.held)
+        if held:
+            lines.append("ops held (quarantined) from change sets that were taken, by code:")
+            for code, n in sorted(held.items(), key=lambda kv: (-kv[1], kv[0])):
+                lines.append(f"  {code:<34}{n:>8}")
         for p in self.parts.values():
             for kind, texts in p.examples.items():
                 lines.append("")
