@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,19 @@ class EnvelopeError(SchemaError):
 
 def _fail(code: str, message: str, **details: Any) -> EnvelopeError:
     return EnvelopeError(message, code=f"envelope.{code}", details=details or None)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")  # what a surrogate looks like in JSON text
+
+
+def _is_text(doc: Any) -> bool:
+    """Every string (key or value) in ``doc`` is Unicode text: JSON may escape a lone surrogate
+    (``"\\ud800"``), which no UTF-8 column, file or answer can hold."""
+    try:
+        canonical_json(doc).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def key_fingerprint(public: X25519PublicKey | Ed25519PublicKey) -> str:
@@ -123,6 +137,8 @@ def read_header(data: bytes) -> tuple[dict[str, Any], int]:
         raise _fail("bad_header", f"header is not JSON: {exc}") from exc
     if not isinstance(header, dict) or set(header) != set(HEADER_KEYS):
         raise _fail("bad_header", "header keys are not the expected ones")
+    if not _is_text(header):
+        raise _fail("bad_header", "header holds a string that is not Unicode text (a lone surrogate)")
     if header["v"] != 1 or header["type"] not in TYPES or header["suite"] != SUITE_NAME:
         raise _fail("bad_header", "unsupported envelope version, type or suite")
     seq = header["seq"]
@@ -167,6 +183,8 @@ def open(
         raise _fail("bad_payload", f"the payload does not decode: {exc}") from exc
     if not isinstance(payload, dict) or len(body) != header["size"]:
         raise _fail("bad_payload", "the payload is not an object of the announced size")
+    if _SURROGATE_ESCAPE.search(body) and not _is_text(payload):
+        raise _fail("bad_payload", "the payload holds a string that is not Unicode text (a lone surrogate)")
     return Sealed(header, payload)
 
 

@@ -8,6 +8,7 @@ marshmallow schemas below with apispec, at ``/api/v1/openapi.json``.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -115,11 +116,14 @@ def body_bytes() -> bytes:
 
 
 def json_body() -> Any:
-    """The request's JSON, or None when it is not JSON (nested too deep for the parser, too)."""
+    """The request's JSON, or None when it is not JSON: nested too deep for the parser, or
+    holding a string that is not Unicode text (a lone surrogate escape, which no column holds)."""
     try:
-        return request.get_json(silent=True)
-    except RecursionError:
+        body = request.get_json(silent=True)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (RecursionError, UnicodeEncodeError):
         return None
+    return body
 
 
 @bp.get("/ping")

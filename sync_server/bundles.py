@@ -38,16 +38,17 @@ def import_folder(svc: SyncService, folder: str | Path, *, carrier: str = "bundl
                    if not p.name.startswith("mq-answer-") and p.is_file())  # a folder so named is no bundle
     for path in files:
         report.files += 1
+        name = shown(path.name)
         try:
             if path.stat().st_size > MAX_FILE:
-                raise env.EnvelopeError(f"{path.name} is larger than an envelope may be", code="envelope.too_large")
+                raise env.EnvelopeError(f"{name} is larger than an envelope may be", code="envelope.too_large")
             data = path.read_bytes()
             header, _ = env.read_header(data)
             if header["type"] == "request":
                 _take_request(svc, data)
                 report.requests += 1
                 continue
-            result = svc.receive(data, carrier=f"{carrier}:{path.name}")
+            result = svc.receive(data, carrier=f"{carrier}:{name}")
             if result.duplicate:
                 report.duplicates += 1
             else:
@@ -57,9 +58,14 @@ def import_folder(svc: SyncService, folder: str | Path, *, carrier: str = "bundl
         except MinqingError as exc:
             if not getattr(exc, "logged", False):
                 with svc.store.transaction():
-                    svc.store.log_refusal(exc.code, exc.message, size=None, carrier=f"{carrier}:{path.name}")
-            report.refused.append({"file": path.name, "code": exc.code, "message": exc.message})
+                    svc.store.log_refusal(exc.code, exc.message, size=None, carrier=f"{carrier}:{name}")
+            report.refused.append({"file": name, "code": exc.code, "message": exc.message})
     return report
+
+
+def shown(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (a stick written elsewhere) as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _take_request(svc: SyncService, data: bytes) -> None:
@@ -68,7 +74,7 @@ def _take_request(svc: SyncService, data: bytes) -> None:
     after = payload.get("after")
     if payload.get("device") != dev["device_id"]:
         raise env.EnvelopeError("the request names another device than its signer", code="envelope.bad_payload")
-    if not isinstance(after, int) or not 0 <= after <= env.MAX_SEQ:
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= env.MAX_SEQ:
         raise env.EnvelopeError("a request needs a non-negative 'after'", code="envelope.bad_payload")
     from sync_server.backup import effective_after
 

@@ -470,8 +470,8 @@ class SyncService:
         try:
             after = req.get("after", 0)
             limit = req.get("limit", DEFAULT_PULL_LIMIT)
-            if (not isinstance(after, int) or not isinstance(limit, int) or not 0 <= after <= env.MAX_SEQ
-                    or limit < 1):
+            if (not isinstance(after, int) or not isinstance(limit, int) or isinstance(after, bool)
+                    or isinstance(limit, bool) or not 0 <= after <= env.MAX_SEQ or limit < 1):
                 raise BadRequest("after and limit must be non-negative integers (after at most 2^63-1)")
             if req.get("device") != dev["device_id"]:
                 raise BadRequest("the request names another device than its signer")

@@ -17,7 +17,12 @@ from schema import envelope as env
 
 
 def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Canonical JSON; a lone surrogate (which UTF-8 cannot carry) goes as its ``\\udXXX``
+    escape, as any JSON writer may send it."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def craft(
@@ -65,13 +70,16 @@ def fresh_id() -> str:
 
 # ---- strategies ----
 
+# strings with a lone surrogate: valid JSON (``"\\ud800"``), not encodable as UTF-8
+SURROGATES = st.sampled_from(["\ud800", "a\udfff", "\udc00\ud800", "王\udbff"])
+TEXT = st.text(max_size=40) | SURROGATES
 SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40))
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+           | st.floats(allow_nan=True, allow_infinity=True) | TEXT)
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12) | SURROGATES, inner,
                                                                                             max_size=4),
                     max_leaves=12)
 WEIRD_INT = st.one_of(st.integers(min_value=-3, max_value=10**6), st.sampled_from([2**31, 2**32, 2**53, 2**63 - 1,
-                      2**63, 2**64, 2**80, -(2**63) - 1]), st.booleans(), st.floats(allow_nan=True), st.text(max_size=8),
+                      2**63, 2**64, 2**80, -(2**63) - 1]), st.booleans(), st.floats(allow_nan=True), st.text(max_size=8), SURROGATES,
                       st.none())
 HEX16 = st.binary(min_size=16, max_size=16).map(bytes.hex)
 

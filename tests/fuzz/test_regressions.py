@@ -5,6 +5,7 @@ In-process: the server's Flask app with one enrolled laptop (``WsgiTransport``).
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,65 @@ def test_laptop_refuses_a_malformed_answer_signed_by_its_server(site: Site, tmp_
         site.agent.import_bundle(back)
     assert err.value.code == "sync.bad_answer"
     assert site.laptop.meta("pull_cursor") == before
+
+
+# ---- strings that are not Unicode text: a lone surrogate, escaped in JSON ----
+
+
+def test_a_header_with_a_lone_surrogate_is_a_bad_header(site: Site) -> None:
+    """Was: 500 (UnicodeEncodeError binding the sender to SQLite), from anyone."""
+    data = c.craft({}, signing_key=Ed25519PrivateKey.generate(), recipient=site.keys.x25519.public_key(),
+                   sender="\ud800", seq=1)
+    with pytest.raises(env.EnvelopeError) as err:
+        env.read_header(data)
+    assert err.value.code == "envelope.bad_header"
+    for path in ("/api/v1/push", "/api/v1/pull", "/api/v1/verify", "/api/v1/rotate"):
+        status, body = site.post(path, data)
+        assert (status, code_of(body)) == (400, "envelope.bad_header"), path
+
+
+def test_a_payload_with_a_lone_surrogate_is_a_bad_payload(site: Site) -> None:
+    """Was: 500 when its ops reached the database, and pull requests taken with it."""
+    ops = [{**op, "values": {**op["values"], "text": "a\udfff"}} if op["entity"] == "note" else op
+           for op in site.raw_ops]
+    data = c.craft({"device": site.device, "seq": 77, "schema_version": 1, "ops": ops},
+                   signing_key=site.laptop.keys.ed25519, recipient=site.keys.x25519.public_key(),
+                   sender=site.device, seq=77)
+    status, body = site.post("/api/v1/push", data)
+    assert (status, code_of(body)) == (400, "envelope.bad_payload")
+    status, body = site.post("/api/v1/pull", site.request({"device": site.device, "after": 0, "epoch": "\ud800"}))
+    assert (status, code_of(body)) == (400, "envelope.bad_payload")
+
+
+def test_an_escaped_surrogate_pair_is_still_text(site: Site) -> None:
+    """A whole character written as two escapes (what ``ensure_ascii`` writers send) is fine."""
+    status, _ = site.post("/api/v1/pull", site.request(None, body=b'{"after":0,"device":"' + site.device.encode()
+                                                               + b'","note":"\\ud83d\\ude00"}'))
+    assert status == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v1/enroll", "/api/v1/reenroll"])
+def test_json_with_a_lone_surrogate_is_a_bad_request(site: Site, path: str) -> None:
+    """Was: 500 (UnicodeEncodeError hashing the token, then logging the refusal)."""
+    body = (b'{"token": "\\ud800", "device_id": "\\udc00", "x25519": "a", "ed25519": "b", "node": "c", '
+            b'"proof": "d", "replaces": "e", "old_proof": "f"}')
+    status, doc = site.post(path, body, "application/json")
+    assert (status, code_of(doc)) == (400, "sync.bad_request")
+
+
+def test_server_import_of_a_file_whose_name_is_not_utf8(site: Site, tmp_path: Path) -> None:
+    """Was: UnicodeEncodeError logging the refusal (``sync-server import`` said "unexpected error")."""
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    (stick / os.fsdecode(b"mq-\xff\xfe.mqe")).write_bytes(b"garbage")
+    with site.service() as svc:
+        report = import_folder(svc, stick)
+    assert [(r["file"], r["code"]) for r in report.refused] == [("mq-\ufffd\ufffd.mqe", "envelope.truncated")]
+
+
+@pytest.mark.parametrize("field", ["after", "limit"])
+def test_pull_with_a_boolean_cursor_is_a_bad_request(site: Site, field: str) -> None:
+    """``true`` passed as the integer 1 (and was kept as the text "True")."""
+    status, body = site.post("/api/v1/pull", site.request({"device": site.device, "after": 0, "limit": 5,
+                                                           field: True}))
+    assert (status, code_of(body)) == (400, "sync.bad_request")
