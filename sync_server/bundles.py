@@ -102,9 +102,12 @@ def export_for(svc: SyncService, device_id: str, folder: str | Path, *, limit: i
     after = int(dev["bundle_after"] or 0)
     written = []
     n = int(svc.store.meta(f"bundle_n:{device_id}", "0") or 0)
+    record: bool | None = None
     while True:
         with svc.store.transaction():
-            payload = svc._collect(dev, after, limit)
+            if record is None:  # where the device's request file said it was: a stale one records nothing
+                record = svc.presented_after(device_id, after)
+            payload = svc._collect(dev, after, limit, record=record)
             n += 1
             svc.store.set_meta(f"bundle_n:{device_id}", str(n))
         payload.update(acks=acks, quarantined=held)

@@ -480,7 +480,7 @@ class SyncService:
         limit = min(limit, MAX_PULL_LIMIT)
         with self.store.transaction():
             after = backup.effective_after(self.store.conn, after, req.get("epoch"))  # across a restore
-            payload = self._collect(dev, after, limit)
+            payload = self._collect(dev, after, limit, record=self.presented_after(dev["device_id"], after))
             if self.rules is not None and self.rules.text:
                 # the county's rules travel to a laptop whose copy differs (docs/deadlines.md)
                 digest = hashlib.sha256(self.rules.text.encode()).hexdigest()
@@ -503,7 +503,21 @@ class SyncService:
             out.update(r[0] for r in self.store.conn.execute(q, chunk + chunk))
         return out
 
-    def _collect(self, dev: Mapping[str, Any], after: int, limit: int) -> dict[str, Any]:
+    def presented_after(self, device_id: str, after: int) -> bool:
+        """Note the cursor a device's request names (inside the caller's transaction). True only
+        when it is past every cursor the device named before: then it is where the device is,
+        and what the answer sends may be recorded in ``device_cases``. A request at or behind
+        one seen before may be stale (a replay, a copy arriving late, an old bundle's request
+        file): the device may have moved past its answer's cursor since, without the history
+        of a case that entered its scope meanwhile, so its answer must not count as sent."""
+        key = f"pull_after:{device_id}"
+        high = int(self.store.meta(key, "-1") or -1)
+        if after <= high:
+            return False
+        self.store.set_meta(key, str(after))
+        return True
+
+    def _collect(self, dev: Mapping[str, Any], after: int, limit: int, *, record: bool = True) -> dict[str, Any]:
         from conflict.replica import OP_COLUMNS, row_to_op
 
         conn = self.store.conn
@@ -530,7 +544,7 @@ class SyncService:
                 op = row_to_op(row)
                 if op.device != device_id:
                     history.append(op)
-        if new_cases:
+        if new_cases and record:
             conn.executemany(
                 "INSERT INTO device_cases(device_id, case_id, sent_cursor) VALUES (?, ?, ?) "
                 "ON CONFLICT(device_id, case_id) DO UPDATE SET sent_cursor=excluded.sent_cursor "
