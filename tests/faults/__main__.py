@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"chance per round that a laptop's clock jumps by days (default {d.p_skew})")
     p.add_argument("--p-relay", type=float, default=d.p_relay,
                    help=f"chance per round that a laptop syncs by USB stick instead (default {d.p_relay})")
+    p.add_argument("--pull-limit", type=int, default=None,
+                   help="ops per pull answer in the rounds (default: the laptop's own, 300); a small one "
+                        "makes answers stop at the limit and pulls take many requests")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="keep the server's and laptops' folders here (default: a temporary folder, removed)")
     p.add_argument("--quiet", action="store_true", help="print the figures only")
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--runs and --laptops must be at least 1")
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 10**6)
     cfg = Config(runs=a.runs, laptops=a.laptops, seed=seed, p_fault=a.p_fault, p_client_kill=a.p_client_kill,
-                 p_server_kill=a.p_server_kill, p_skew=a.p_skew, p_relay=a.p_relay, work_dir=a.work_dir, keep=a.work_dir is not None)
+                 p_server_kill=a.p_server_kill, p_skew=a.p_skew, p_relay=a.p_relay, pull_limit=a.pull_limit,
+                 work_dir=a.work_dir, keep=a.work_dir is not None)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"fault suite: {cfg.runs} runs, {cfg.laptops} laptops, seed {seed} (started {started})", flush=True)
 

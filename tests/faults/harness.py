@@ -97,6 +97,7 @@ class Config:
     p_server_kill: float = 0.3  # per round: the server is killed during a merge
     p_skew: float = 0.2  # per round: one laptop's clock jumps by days
     p_relay: float = 0.25  # per round: one laptop syncs by USB stick (bundles) instead
+    pull_limit: int | None = None  # ops per pull answer in the rounds (None: the agent's 300)
     max_skew_days: int = 9
     work_dir: Path | None = None  # default: a new temporary folder, removed afterwards
     keep: bool = False  # keep the work folder
@@ -347,11 +348,12 @@ def c_now(client: Any) -> str:
 
 
 class Worker:
-    def __init__(self, lap: Laptop, url: str) -> None:
+    def __init__(self, lap: Laptop, url: str, pull_limit: int | None = None) -> None:
         env = {**os.environ, "MINQING_PASSPHRASE": PASSPHRASE, "PYTHONDONTWRITEBYTECODE": "1"}
         self.lap = lap
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.worker", str(lap.dir), url, str(lap.skew_ms)],
+            [sys.executable, "-m", "tests.faults.worker", str(lap.dir), url, str(lap.skew_ms),
+             *([str(pull_limit)] if pull_limit else [])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
             cwd=str(Path(__file__).resolve().parents[2]))
         self.ready = threading.Event()
@@ -826,7 +828,7 @@ class Harness:
         if rnd.random() < 0.6:
             self.result.work["concurrent_edit"] += concurrent_edit(self.laptops, rnd)
         relay = rnd.choice(self.laptops) if rnd.random() < cfg.p_relay else None
-        self.workers = [Worker(lap, self.proxy.url) for lap in self.laptops if lap is not relay]
+        self.workers = [Worker(lap, self.proxy.url, cfg.pull_limit) for lap in self.laptops if lap is not relay]
         if rnd.random() < cfg.p_client_kill:
             worker = rnd.choice(self.workers)
             if rnd.random() < 0.5:

@@ -1,11 +1,15 @@
 """One laptop's sync, as a process of its own, so the fault harness can SIGKILL it anywhere.
 
-``python -m tests.faults.worker DATA URL SKEW_MS`` (passphrase in ``MINQING_PASSPHRASE``):
+``python -m tests.faults.worker DATA URL SKEW_MS [PULL_LIMIT]`` (passphrase in
+``MINQING_PASSPHRASE``):
 opens the field client in ``DATA`` with its clock ``SKEW_MS`` off the machine's, prints
 ``ready``, runs ``SyncAgent.sync()`` against ``URL`` (the fault proxy) with two retries
 (0.4 s, then 0.8 s apart: a restarted server is back by then), prints one JSON line
 ``{"ok": true, "pushed": ..., "pulled": ..., "duplicates": ...}`` or ``{"ok": false,
-"code": ...}`` and exits 0, or 3 when the sync failed.
+"code": ...}`` and exits 0, or 3 when the sync failed. With ``PULL_LIMIT`` the pull asks for
+that many ops per answer instead of the agent's 300 (``SyncAgent.sync`` step by step:
+push, pull, push again what the pull's answer showed lost), so answers stop at the limit
+often and a pull takes many requests.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 
 def main(argv: list[str]) -> int:
     data, url, skew_ms = argv[0], argv[1], int(argv[2])
+    pull_limit = int(argv[3]) if len(argv) > 3 else None
     from field_client.store import FieldClient
     from field_client.sync import HttpTransport, SyncAgent, SyncError
 
@@ -29,7 +34,12 @@ def main(argv: list[str]) -> int:
     agent = SyncAgent(client, transport, retries=2, backoff_s=0.4)
     print("ready", flush=True)
     try:
-        report = agent.sync()
+        if pull_limit is None:
+            report = agent.sync()
+        else:
+            report = agent.pull(agent.push(), limit=pull_limit)
+            if agent.unacked():
+                report = agent.push(report)
     except SyncError as exc:
         print(json.dumps({"ok": False, "code": exc.code}), flush=True)
         return 3
