@@ -58,10 +58,10 @@ def run(part: Part, lab: Lab, *, examples: int, seed: int | None, first_seq: int
         def pushes(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], bool]:
             ops = draw(c.mutated_ops(c.reauthor(base_ops, dev, dev)))
             payload: dict[str, Any] = {"device": dev, "schema_version": draw(st.just(1) | c.WEIRD_INT), "ops": ops}
-            if draw(st.integers(0, 5)) == 0:
+            if draw(c.rarely(6)):
                 payload = draw(st.dictionaries(st.sampled_from(["device", "seq", "ops", "schema_version", "x"]),
                                                c.JSON | c.WEIRD_INT, max_size=4))
-            return payload, draw(c.header_overrides()), draw(st.integers(0, 7)) == 0
+            return payload, draw(c.header_overrides()), draw(c.rarely(8))
 
         def push(x: tuple[dict[str, Any], dict[str, Any], bool]) -> None:
             payload, header, odd_seq = x
