@@ -1,7 +1,8 @@
 """The fault suite in a bounded size (issue 8, docs/faults.md), and proof that its checker can fail.
 
 One run of the harness per module (a real ``sync-server serve`` on 127.0.0.1, three real
-laptops, the fault proxy, SIGKILLs, skewed clocks: about 20-40 s on two busy cores);
+laptops, the fault proxy, SIGKILLs, skewed clocks, USB sticks, pulls of 20 ops per answer:
+about 20-40 s on two busy cores);
 the first test asserts its figures, the others damage copies of its folders and expect
 the checker to say so.
 """
@@ -24,7 +25,7 @@ NETWORK_KINDS = {"drop", "delay", "duplicate", "replay", "reorder", "truncate_up
 def result(tmp_path_factory: pytest.TempPathFactory) -> Result:
     work = tmp_path_factory.mktemp("faults")
     cfg = Config(runs=6, laptops=3, seed=SEED, p_fault=0.35, p_client_kill=0.7, p_server_kill=0.5, p_skew=0.3,
-                 work_dir=work, keep=True)
+                 pull_limit=20, work_dir=work, keep=True)
     res = run(cfg, progress=None)
     print(report(res))
     return res
