@@ -549,7 +549,8 @@ class SyncAgent:
 
 
 def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    """A cursor or sequence number: an integer an SQLite column holds."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= env.MAX_SEQ
 
 
 def _check_answer(answer: dict[str, Any]) -> None:

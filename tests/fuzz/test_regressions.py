@@ -142,7 +142,8 @@ def test_laptop_import_passes_over_a_folder_named_like_an_answer(site: Site, tmp
 @pytest.mark.parametrize("payload", [
     {"acks": 5}, {"acks": ["x"]}, {"acks": [None]}, {"cursor": "-"}, {"cursor": None}, {"cursor": -1},
     {"ops": 7}, {"seq_status": {"through": "x"}}, {"seq_status": {"missing": 3}},
-    {"seq_status": {"missing": [{}]}}, {"quarantined": 1},
+    {"seq_status": {"missing": [{}]}}, {"quarantined": 1}, {"acks": [2**63]}, {"cursor": 2**80},
+    {"seq_status": {"through": 2**64}},
 ])
 def test_laptop_refuses_a_malformed_answer_signed_by_its_server(site: Site, tmp_path: Path,
                                                                 payload: dict[str, Any]) -> None:
