@@ -763,6 +763,10 @@ class Harness:
         _say(self.progress, "laptops: " + ", ".join(
             f"{n} ({node}, clock {d:+d} d)" for n, node, d in self.result.laptops))
 
+    def _fault(self, kind: str) -> None:
+        with self._lock:
+            self.result.faults[kind] += 1
+
     # ---- the hooks the proxy calls ----
 
     def _on_sent(self, req: Request) -> None:
@@ -783,7 +787,7 @@ class Harness:
         assert self.proxy is not None
         self.proxy.upstream_port = self.server.port
         if killed:
-            self.result.faults["server_kill"] += 1
+            self._fault("server_kill")
             if plan["kind"] == "changeset" and plan["sender"]:
                 self.result.server_kills_in_merge += 1
                 conn = _ro(self.server.data / "server.db")
@@ -804,7 +808,7 @@ class Harness:
                 return False
             self._client_kill = None
         if plan["worker"].kill():
-            self.result.faults["client_kill"] += 1
+            self._fault("client_kill")
             return True
         return False
 
@@ -812,7 +816,7 @@ class Harness:
         worker.ready.wait(timeout=30)
         time.sleep(after_s)
         if worker.kill():
-            self.result.faults["client_kill"] += 1
+            self._fault("client_kill")
 
     # ---- a round ----
 
@@ -822,14 +826,14 @@ class Harness:
         if rnd.random() < cfg.p_skew:
             lap = rnd.choice(self.laptops)
             lap.skew_ms += rnd.choice([-1, 1]) * rnd.randint(1, cfg.max_skew_days) * DAY_MS
-            self.result.faults["clock_skew"] += 1
+            self._fault("clock_skew")
         for lap in self.laptops:
             self.result.work.update(record_work(lap, rnd, rnd.randint(1, 4)))
         if rnd.random() < 0.6:
             self.result.work["concurrent_edit"] += concurrent_edit(self.laptops, rnd)
         relay = rnd.choice(self.laptops) if rnd.random() < cfg.p_relay else None
         self.workers = [Worker(lap, self.proxy.url, cfg.pull_limit) for lap in self.laptops if lap is not relay]
-        if rnd.random() < cfg.p_client_kill:
+        if self.workers and rnd.random() < cfg.p_client_kill:
             worker = rnd.choice(self.workers)
             if rnd.random() < 0.5:
                 with self._lock:
@@ -848,10 +852,8 @@ class Harness:
             if w.err and b"Traceback" in w.err:
                 _say(self.progress, f"  {w.lap.name}: {w.err.decode(errors='replace')[-1500:]}")
         with self._lock:
-            plan = self._server_kill
-            self._server_kill = None
+            self._server_kill = None  # armed but not fired (no change set passed): no kill
             self._client_kill = None
-        del plan
         for t in self._kill_threads:
             t.join(timeout=60)
         self._kill_threads = []
@@ -888,16 +890,16 @@ class Harness:
             victim = stick / rnd.choice(changesets).name
             data = victim.read_bytes()
             victim.write_bytes(data[: rnd.randint(1, len(data) - 1)])
-            self.result.faults["stick_truncated"] += 1
+            self._fault("stick_truncated")
         self.server.cli("import", str(stick))
         old = sorted(p for p in (self.root / "archive").iterdir() if p != archive)
         if old and rnd.random() < 0.3:
             self.server.cli("import", str(rnd.choice(old)))
-            self.result.faults["stick_stale"] += 1
+            self._fault("stick_stale")
         self.server.cli("export-for", lap.device_id, str(answers))
         outcome = "stick"
         if rnd.random() < 0.25:
-            self.result.faults["stick_answer_lost"] += 1
+            self._fault("stick_answer_lost")
             outcome = "stick:answer_lost"
         else:
             with opened(lap) as c:
@@ -909,7 +911,7 @@ class Harness:
         if older and rnd.random() < 0.2:
             with opened(lap) as c:
                 SyncAgent(c).import_bundle(rnd.choice(older))
-            self.result.faults["stick_old_answer"] += 1
+            self._fault("stick_old_answer")
         return outcome
 
     # ---- the end ----
@@ -1001,6 +1003,7 @@ def report(result: Result) -> str:
         + f"; of {result.server_kills_in_merge} server kills during a push, the change set was committed "
         f"before the kill in {result.server_kills_committed})",
         "syncs under faults: " + ", ".join(f"{k} {n}" for k, n in sorted(result.syncs.items())),
+        "work recorded: " + ", ".join(f"{k} {n}" for k, n in sorted(result.work.items())),
         f"ops written: {fig.ops_written} by the laptops (+ {fig.server_ops} by the server's sweep); "
         f"conflicts on the server: {fig.conflicts}",
         "ops found on every replica (found/expected): " + "; ".join(
