@@ -323,7 +323,7 @@ def print_summary(s: dict[str, Any], out: Any = sys.stdout) -> None:
 
 # ---- make run ----
 
-DEMO_VERSION = 3  # bump when the county changes: an older folder is rebuilt, not reused
+DEMO_VERSION = 4  # bump when the county changes: an older folder is rebuilt, not reused
 MARKER = "demo.json"
 LOCK = "demo.lock"
 UI_LAPTOP = 1  # 东镇东村, 李明 (li.ming): the mediator of docs/first-hour-mediator.md

@@ -639,7 +639,8 @@ class County:
             self.note(village, cid, "双方均不让步，拟请镇里协调土地流转合同问题。")
 
     def current_case(self, desk: Desk) -> Story:
-        """李明's case of this week: visited, accepted, a first mediation suspended, the next one planned."""
+        """李明's case of this week: visited, accepted, a first mediation suspended, the next one planned;
+        the grid worker and he change its number of people offline (a conflict for the mediator's guide)."""
         p = self.person(desk.client.node)
         p.update(name="张建国")
         r = self.person(desk.client.node)
@@ -661,6 +662,14 @@ class County:
             "kind": "people", "mediator": desk.display, "held_at": self.now(), "place": "村调解室",
             "outcome": "suspended", "facts": "双方对原界桩位置说法不一，需查阅宅基地档案。"})
         self.note(desk, cid, "已请镇国土所调取两户宅基地档案，档案到后再约双方调解。")
+        # the grid worker has it too; both change the number of people offline: a conflict on 李明's laptop
+        grid = self.desks[GRID_WORKER]
+        self.sync(desk)
+        self.sync(grid)
+        yield HOUR
+        desk.client.edit("case", cid, {"people_count": 3})
+        self.clock.advance(40 * 60)  # within one step: neither laptop syncs in between
+        grid.client.edit("case", cid, {"people_count": 4, "demands": "尽快调处，恢复原界址"})
 
     def parent(self, desk: Desk) -> str:
         return str(self.store.node(desk.client.node)["parent"])  # type: ignore[index]
@@ -699,7 +708,7 @@ def build_county(root: Path, *, cases: int = 25, days: int = 75, seed: int = 202
     c.play(c.shared_case(a, b), at_work(c.end - min(12, days / 3) * DAY, rnd))
     c.play(c.accusation(a), at_work(c.end - min(20, days / 2) * DAY, rnd))
     c.play(c.current_case(a), at_work(c.end - min(6, days / 4) * DAY, rnd))
-    for k in range(3):
+    for k in (1, 2):
         c.play(c.concurrent_edit(a, b), at_work(c.end - (k * 5 + 3) * DAY, rnd))
 
     say(f"▶ {days} 天的基层工作：登记、走访、调解、告知、上报，每晚同步，县服务器夜间时限巡查 "

@@ -109,6 +109,11 @@ def test_every_laptop_matches_the_server_within_its_scope(county: tuple[Path, st
             assert n_cases == len(svc.scope_cases(node)) > 0
         kinds = {c["kind"] for c in store.replica.conflicts(status="open")}
         assert kinds == {"concurrent_edit", "invalid_transition"}
+        # 李明's case of this week (the mediator's guide): in handling, with a conflict over the people count
+        current = json.loads((root / "demo.json").read_text(encoding="utf-8"))["facts"]["current_case"]
+        detail = laptops[0].case_detail(current)
+        assert detail["case"]["state"] == "in_handling" and detail["case"]["level"] == "village"
+        assert [c["field"] for c in detail["conflicts"] if c["status"] == "open"] == ["people_count"]
         # the case nobody moved on: reported up twice by the sweep, overdue and a backlog at the county
         stuck = json.loads((root / "demo.json").read_text(encoding="utf-8"))["facts"]["stuck_case"]
         assert store.conn.execute("SELECT level FROM cases WHERE id=?", (stuck,)).fetchone()[0] == "county"
