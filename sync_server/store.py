@@ -279,7 +279,9 @@ class ServerStore:
                     str(raw.get("case_id"))[:64] if isinstance(raw, dict) else None,
                     code,
                     message[:500],
-                    json.dumps(raw, ensure_ascii=False, default=str)[:1_000_000],
+                    # whole: a cut text is no JSON (every reader of the quarantine failed on it),
+                    # and a release merges the op as it came (its envelope is at most 64 MiB)
+                    json.dumps(raw, ensure_ascii=False, default=str),
                     now,
                 )
                 for raw, code, message in items

@@ -326,6 +326,16 @@ def _requests(h: Http, lab: Lab) -> None:
                what=f"pull sent_ms={sent!r}", must_refuse=False)
     h.send("POST", "/api/v1/pull", _request(lab, {"device": lab.village.id, "after": 0}),
            what="pull naming another device", expect="sync.bad_request")
+    # values nested just under the parser's depth, and 1 MiB long, inside otherwise valid ops
+    for seq, filler in ((6, "[" * 900 + "]" * 900), (7, json.dumps("长" * (1 << 20), ensure_ascii=False))):
+        ops = c.reauthor(lab.raw_ops, lab.village.id, dev.id)
+        for op in ops:
+            op["values"] = {**op["values"], "note_extra": "__FILL__"}
+        raw = c.canonical({"device": dev.id, "seq": seq, "schema_version": 1, "ops": ops}).replace(
+            b'"__FILL__"', filler.encode("utf-8"))
+        h.send("POST", "/api/v1/push", c.craft(None, signing_key=dev.ed25519, recipient=lab.server_x, sender=dev.id,
+                                               seq=seq, body=raw),
+               what=f"a change set with values {'nested 900 deep' if seq == 6 else 'of 1 MiB'}", must_refuse=False)
     verify_cases: list[Any] = [None, [], {"bucket_ms": 1}, {"bucket_ms": 3_600_000, "buckets": []},
                                {"bucket_ms": 3_600_000, "buckets": {"x": "y"}},
                                {"bucket_ms": 3_600_000, "buckets": {"9" * 5000: "y"}},

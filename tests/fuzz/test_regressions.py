@@ -220,3 +220,22 @@ def test_pull_with_a_boolean_cursor_is_a_bad_request(site: Site, field: str) -> 
     status, body = site.post("/api/v1/pull", site.request({"device": site.device, "after": 0, "limit": 5,
                                                            field: True}))
     assert (status, code_of(body)) == (400, "sync.bad_request")
+
+
+def test_a_held_op_of_more_than_a_million_characters_is_kept_whole(site: Site) -> None:
+    """Was: its JSON cut at 1,000,000 characters, so every reader of the quarantine failed
+    (JSONDecodeError): every device's verify (500), export-for, quarantine list and release."""
+    ops = [{**op, "values": {**op["values"], "note_extra": "长" * 1_100_000}} for op in site.raw_ops
+           if op["entity"] == "note"]
+    ops = [{**op, "op_id": "ab" * 16} for op in ops]
+    data = c.craft({"device": site.device, "seq": 90, "schema_version": 1, "ops": ops},
+                   signing_key=site.laptop.keys.ed25519, recipient=site.keys.x25519.public_key(),
+                   sender=site.device, seq=90)
+    status, _ = site.post("/api/v1/push", data)
+    assert status == 200
+    status, _ = site.post("/api/v1/verify", site.request(
+        {"device": site.device, "sent_ms": 0, "verify": {"digest": "", "bucket_ms": 86_400_000, "buckets": {}}}))
+    assert status == 200
+    with site.service() as svc:
+        held = [q for q in svc.store.quarantined("held") if q["op_id"] == "ab" * 16]
+    assert len(held) == 1 and held[0]["op"]["values"]["note_extra"] == "长" * 1_100_000
