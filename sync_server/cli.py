@@ -387,8 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", help="姓名 (display name)")
     sp.add_argument("--confidential", action="store_true", help="可查看检举控告人身份 (may see reporters' identities)")
     add(usub, "list", "列出用户 (list users)", cmd_user_list)
-    sp = sub.add_parser("demo", help="演示县：县服务器、十七台笔记本、三个月的案件，并启动服务 (build and serve the demo county)",
-                        description="演示县：县服务器、十七台笔记本、三个月的案件，并在本机启动服务 "
+    sp = sub.add_parser("demo", help="演示县：县服务器、十七台笔记本、七十五天的案件，并启动服务 (build and serve the demo county)",
+                        description="演示县：县服务器、十七台笔记本、七十五天的案件，并在本机启动服务 "
                                     "(build, or reuse, the demo county and serve it on 127.0.0.1)")
     sp.add_argument("--data", default="demo-data", help="演示数据目录 (demo folder; default demo-data)")
     sp.add_argument("--cases", type=int, default=25,

@@ -4,7 +4,7 @@
 (then it is reused; ``--fresh`` rebuilds), the county of ``sync_server.demo_county``: a
 county server with three townships and twelve villages, seventeen enrolled laptops (a
 laptop in every village, two in 东镇东村, one in each township station and one at the
-county's petition office) and about three hundred cases with three months of history
+county's petition office) and about three hundred cases with 75 days of history
 that reached the server through its real sync API. Then it serves, on 127.0.0.1 only,
 the county server (sync API, the coordinator's web at /web/, the auditor's pages at
 /web/audit/) and one laptop's web UI, prints the addresses and every demo login, and

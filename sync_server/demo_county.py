@@ -1,6 +1,6 @@
-"""The whole demo county that ``make run`` serves: every village at work for three months.
+"""The whole demo county that ``make run`` serves: every village at work for 75 days.
 
-``build_county(root, cases=30, days=90)`` sets up the county server (three townships,
+``build_county(root, cases=25, days=75)`` sets up the county server (three townships,
 twelve villages), enrolls a laptop in every village (two in 东镇东村: the mediator and the
 grid worker), one in each township station and one at the county's petition office, and
 then plays ``days`` days of casework up to the real "now", in time order, on a clock the
