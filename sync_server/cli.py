@@ -430,9 +430,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `sync-server device list | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 0
     except Exception as exc:  # noqa: BLE001 - the last guard: a sentence, never a traceback
         print(f"✘ 意外错误，请把这句话告诉 IT (unexpected error): {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -76,3 +76,23 @@ def test_serve_runs_the_sweep_on_its_timer(server: Server, laptops: LaptopFactor
         time.sleep(0.2)
     assert server.scalar("SELECT value FROM server_meta WHERE key='sweep_last_ms'")
     assert server.scalar("SELECT value FROM server_meta WHERE key='sweep_last_error'") is None
+
+
+def test_a_reader_that_stops_early_gets_no_error() -> None:
+    """`sync-server … | head -1`: the pipe closes after one line; no "unexpected error", exit 0."""
+    import subprocess
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    rules = _Path(__file__).resolve().parents[2] / "schema" / "county_rules.toml"
+    code = ("import sys\nfrom sync_server.cli import main\n"
+            "sys.stdout.reconfigure(line_buffering=True)\n"
+            f"sys.exit(main(['rules', 'check', {str(rules)!r}]))\n")
+    proc = subprocess.Popen([_sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()  # the first line, then the reader goes away
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 0, err
+    assert "unexpected error" not in err and "Traceback" not in err, err
