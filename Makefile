@@ -5,7 +5,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test run bench lint clean
+.PHONY: venv test run bench faults fuzz screens lint clean
 
 venv: $(STAMP)
 
@@ -29,8 +29,24 @@ test: venv
 run: venv
 	$(VENV)/bin/sync-server demo --data demo-data
 
+# The peers bench (bench/peers.py) runs PouchDB and Automerge with the machine's Node.js,
+# from bench/peers_js/package-lock.json; npm is the only network use, before any timing.
 bench: venv
+	@if command -v npm >/dev/null; then cd bench/peers_js && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the peers bench will report only ours and the floor (apt-get install nodejs npm)"; fi
 	$(VPY) -m bench
+
+# Faults and hostile input at full size (make test runs both in a bounded size):
+# docs/faults.md and docs/fuzz.md.
+faults: venv
+	$(VPY) -m tests.faults --runs 40
+
+fuzz: venv
+	$(VPY) -m tests.fuzz --examples 400
+
+# The screenshots in docs/screenshots/, from the demo county in headless Chromium.
+screens: venv
+	$(VPY) -m tests.browser.screens docs/screenshots
 
 lint: venv
 	$(VENV)/bin/ruff check .
