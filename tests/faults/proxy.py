@@ -11,9 +11,10 @@ probability ``p_fault`` a request meets one fault instead:
 ``delay``         the request waits 50-600 ms before it goes on
 ``duplicate``     the request is sent to the server twice at the same moment; the laptop
                   gets one of the answers
-``replay``        an earlier request (any laptop's: one of the last few, or one sampled from
-                  the whole run, so stale pull cursors and old change sets come back) is
-                  sent to the server again, then the current one goes on
+``replay``        an earlier request (one of the last few, or one sampled from the whole
+                  run; half the time the same laptop's, of the same kind, so its own stale
+                  pull cursor arrives just before its current pull) is sent to the server
+                  again, then the current one goes on
 ``reorder``       the request is held until a later request (another laptop's connection)
                   has passed it, then sent (a hold that nobody overtook counts as a delay)
 ``truncate_up``   only the first N bytes of the request reach the server, then both sides
@@ -302,7 +303,10 @@ class FaultProxy:
                                                 timeout=REORDER_WAIT_S)
             self._count("reorder" if overtaken and not self._stop.is_set() else "delay")
         if fault == "replay":
-            old = self._rand(lambda r: r.choice(replayable))
+            # half the time an older request of the same laptop and kind (its own stale pull
+            # cursor just before its current pull), else anyone's
+            own = [o for o in replayable if o.sender == req.sender and o.kind == req.kind and o.raw != req.raw]
+            old = self._rand(lambda r: r.choice(own if own and r.random() < 0.5 else replayable))
             assert isinstance(old, Request)
             self._upstream(old.raw)
             self._count("replay")
