@@ -38,6 +38,8 @@ def documented() -> Documented:
     exact: set[str] = set()
     families: set[str] = set()
     for page in sorted(DOCS.glob("*.md")):
+        if page.name == "fuzz.md":  # it names the codes the fuzzer found undocumented: no evidence
+            continue
         for family, name in _CODE.findall(page.read_text(encoding="utf-8")):
             if family not in FAMILIES:
                 continue
