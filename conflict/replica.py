@@ -317,6 +317,10 @@ class Replica:
             )
         return result
 
+    def stored_ops(self, op_ids: Iterable[str]) -> dict[str, Op]:
+        """The stored ops among ``op_ids``, by id (what a merge compares a repeated id with)."""
+        return self._stored_ops(list(op_ids))
+
     def _stored_ops(self, op_ids: list[str]) -> dict[str, Op]:
         found: dict[str, Op] = {}
         for chunk in _chunks(op_ids):

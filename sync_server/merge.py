@@ -52,8 +52,14 @@ def plan_changeset(
     device: Mapping[str, Any],
     subtree: set[str],
     case_lookup: Callable[[Iterable[str]], dict[str, CaseInfo]],
+    stored_lookup: Callable[[Iterable[str]], dict[str, Op]] | None = None,
 ) -> Plan:
-    """Decide, op by op, what merges and what is held (one bad op never blocks the rest)."""
+    """Decide, op by op, what merges and what is held (one bad op never blocks the rest).
+
+    ``stored_lookup`` (the replica's ``stored_ops``) finds op ids already stored: one whose
+    content differs (``op.id_reused``, as does a second, different use of one id inside the
+    change set) is held, so it cannot refuse the whole change set it came in.
+    """
     plan = Plan()
     for index, err in bad:
         raw = raw_ops[index] if 0 <= index < len(raw_ops) else None
@@ -86,4 +92,21 @@ def plan_changeset(
                               f"case {op.case_id} lies outside {device['node']}'s jurisdiction"))
             continue
         plan.apply.append(op)
+    if stored_lookup is not None and plan.apply:
+        _hold_reused(plan, stored_lookup)
     return plan
+
+
+def _hold_reused(plan: Plan, stored_lookup: Callable[[Iterable[str]], dict[str, Op]]) -> None:
+    stored = stored_lookup({op.op_id for op in plan.apply})
+    first: dict[str, Op] = {}
+    keep: list[Op] = []
+    for op in plan.apply:
+        prior = stored.get(op.op_id) or first.get(op.op_id)
+        if prior is not None and prior.content_key() != op.content_key():
+            plan.hold.append((op.to_dict(), "op.id_reused",
+                              f"op id {op.op_id} is already used with different content"))
+            continue
+        first.setdefault(op.op_id, op)
+        keep.append(op)
+    plan.apply = keep

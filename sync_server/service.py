@@ -286,7 +286,8 @@ class SyncService:
 
     def _plan(self, cs: ChangeSet, bad: list[tuple[int, OpInvalid]], raw_ops: list[Any], dev: Mapping[str, Any]) -> Plan:
         dev = lifecycle.with_authors(self.store.conn, dev)  # a re-enrolled laptop resends its old id's ops
-        return plan_changeset(cs, bad, raw_ops, dev, self.store.subtree(dev["node"]), self._case_lookup(self.store.conn))
+        return plan_changeset(cs, bad, raw_ops, dev, self.store.subtree(dev["node"]), self._case_lookup(self.store.conn),
+                              self.store.replica.stored_ops)
 
     @staticmethod
     def _case_lookup(conn: Any):  # type: ignore[no-untyped-def]
@@ -620,7 +621,8 @@ class SyncService:
                 cs, bad = env.changeset_from(sealed)
             except MinqingError as exc:
                 return {"ledger_seq": e.ledger_seq, "code": exc.code, "message": exc.message}
-            ops = plan_changeset(cs, bad, sealed.payload.get("ops", []), known[0], known[1], lookup).apply
+            ops = plan_changeset(cs, bad, sealed.payload.get("ops", []), known[0], known[1], lookup,
+                                 fresh.stored_ops).apply
         else:
             ops, _ = partition_ops(sealed.payload.get("ops", []))
         fresh.apply_in_transaction(ops)

@@ -241,14 +241,9 @@ def test_a_held_op_of_more_than_a_million_characters_is_kept_whole(site: Site) -
     assert len(held) == 1 and held[0]["op"]["values"]["note_extra"] == "长" * 1_100_000
 
 
-# ---- found, not fixed here ----
+# ---- an op id reused with other content is held, not the whole change set ----
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an op whose id is already stored with other content (op.id_reused) refuses its whole change set "
-    "(HTTP 400) instead of being held while the ops beside it merge (docs/sync.md: one bad op never blocks "
-    "the ops behind it); the sender's outbox then stays stuck on that envelope. The fix belongs in "
-    "sync_server/merge.plan_changeset (shared with rebuild), with a lookup of stored op contents"))
 def test_an_op_id_reused_with_other_content_is_held_not_the_whole_change_set(site: Site) -> None:
     stored = next(op for op in site.raw_ops if op["entity"] == "note")
     reused = {**stored, "values": {**stored["values"], "text": "另一个内容 (other content)"}}
@@ -262,3 +257,8 @@ def test_an_op_id_reused_with_other_content_is_held_not_the_whole_change_set(sit
     with site.service() as svc:
         assert svc.store.replica.has_op("cd" * 16)
         assert [q["code"] for q in svc.store.quarantined("held") if q["op_id"] == stored["op_id"]] == ["op.id_reused"]
+        # the ledger holds the whole change set; rebuilding from it decides the same way
+        report = svc.rebuild_report()
+        assert report["equal"], report
+        # the stored op keeps its first content
+        assert svc.store.replica.stored_ops([stored["op_id"]])[stored["op_id"]].values["text"] != "另一个内容 (other content)"
