@@ -39,7 +39,7 @@ bench: venv
 # Faults and hostile input at full size (make test runs both in a bounded size):
 # docs/faults.md and docs/fuzz.md.
 faults: venv
-	$(VPY) -m tests.faults --runs 40
+	$(VPY) -m tests.faults --runs 40 --laptops 6 --pull-limit 25
 
 fuzz: venv
 	$(VPY) -m tests.fuzz --examples 400
