@@ -107,7 +107,13 @@ class EntityFold:
     # ---- folding ----
 
     def can_append(self, op: Op) -> bool:
-        """True when ``op`` sorts after every op folded so far (no refold needed)."""
+        """True when ``op`` sorts after every op folded so far (no refold needed).
+
+        A case state stored before the lifecycle kept ``decided_level`` is folded again, so
+        a deadline escalation lands alike on every replica.
+        """
+        if self.life is not None and "decided_level" not in self.life:
+            return False
         return self.max is None or sort_key(op) > self.max
 
     def apply(self, op: Op) -> None:

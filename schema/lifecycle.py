@@ -11,9 +11,11 @@ Rules beyond the table:
     a village cannot act on a case that has been reported up (``transition.level_too_low``);
   * ``escalate`` (上报) raises the level by one and needs ``to_node``; not beyond county;
     with ``from_level`` (the server's deadline escalations carry it) it applies only while
-    the case is still at that level (``transition.level_changed``) and has not had its
-    decision there (``transition.already_decided``), so an escalation decided on old
-    information never lifts a case twice, nor one the level had already dealt with;
+    the case is still at that level (``transition.level_changed``) and that level has not
+    dealt with it (``transition.already_decided``: the case is decided, or the level has
+    ever decided, closed or rejected it, ``decided_level``, even if a review request or a
+    reopen has left it open there since), so an escalation decided on old information never
+    lifts a case twice, nor one the level had already dealt with;
   * ``extend`` (延期) is allowed once, at most 30 days (信访工作条例 Art. 34);
   * ``decide`` / ``decide_review`` / ``decide_rereview`` carry a ``decision``;
   * a voided case takes no transitions.
@@ -83,6 +85,7 @@ def initial_lifecycle(level: str, node: str, occurred_at: str) -> dict[str, Any]
         "closed_at": None,
         "state_since": occurred_at,
         "level_since": occurred_at,
+        "decided_level": None,  # the last level that decided, closed or rejected the case
     }
 
 
@@ -148,7 +151,7 @@ def apply_transition(
         if expected is not None and expected != level:
             raise refuse("level_changed", f"the case is no longer at {expected} level (now {level})",
                          from_level=expected, case_level=level)
-        if expected is not None and state == S.DECIDED:
+        if expected is not None and (state == S.DECIDED or lifecycle.get("decided_level") == level):
             raise refuse("already_decided", f"the {level} level has already issued its decision",
                          from_level=expected, state=state)
         new["level"] = NEXT_LEVEL[level]
@@ -173,4 +176,6 @@ def apply_transition(
         new["decided_at"] = occurred_at
     if target in (S.CLOSED, S.FINAL, S.NOT_ACCEPTED):
         new["closed_at"] = occurred_at
+    if target is not None and (target == S.DECIDED or target not in OPEN_STATES):
+        new["decided_level"] = level  # this level has dealt with the case (its handling limit is met or ended)
     return new

@@ -542,3 +542,11 @@ def test_resuming_from_a_stored_state_gives_the_same_result_as_folding_everythin
     whole = fold_case(ops)
     assert resumed.row() == whole.row()
     assert resumed.conflict_rows() == whole.conflict_rows()
+
+
+def test_a_case_state_stored_before_decided_level_is_folded_again() -> None:
+    ops = sorted(_busy_case(), key=sort_key)
+    state = json.loads(json.dumps(fold_case(ops[:3]).to_state()))
+    del state["life"]["decided_level"]  # as a replica stored it before the lifecycle kept it
+    resumed = EntityFold.from_state("case", ops[0].case_id, state)
+    assert not resumed.can_append(ops[3])

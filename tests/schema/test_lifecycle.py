@@ -215,3 +215,39 @@ def test_no_state_is_a_dead_end_and_every_open_state_offers_escalation() -> None
         if state in OPEN_STATES:
             assert "escalate" in offered
         assert offered, state
+
+
+def deadline_escalation(from_level: str = "village") -> dict[str, Any]:
+    """The sweep's escalation on a missed level limit (it carries ``from_level``)."""
+    return {**values_for("escalate", "county"), "from_level": from_level}
+
+
+@pytest.mark.parametrize(
+    "road",
+    [
+        ("reject", "reopen"),
+        ("accept", "decide", "close", "request_review"),
+        ("accept", "close_by_agreement", "request_review"),
+        ("accept", "decide", "close", "reopen"),
+    ],
+)
+def test_a_deadline_escalation_is_refused_once_the_level_dealt_with_the_case_even_if_it_is_open_again(
+    road: tuple[str, ...],
+) -> None:
+    life = initial_lifecycle("village", "330102001", T_CREATE)
+    for action in road:
+        life = apply_transition(life, values_for(action), T_ACT)
+    assert life["state"] in OPEN_STATES and life["decided_level"] == "village"
+    assert refusal_code(life, deadline_escalation()) == "transition.already_decided"
+    # a person may still report it up, and the level above's own limit is its own
+    up = apply_transition(life, values_for("escalate"), T_ACT)
+    assert (up["level"], up["decided_level"]) == ("township", "village")
+    assert refusal_code(up, deadline_escalation()) == "transition.level_changed"
+
+
+def test_a_deadline_escalation_applies_while_the_level_has_not_dealt_with_the_case() -> None:
+    life = initial_lifecycle("village", "330102001", T_CREATE)
+    for action in ("accept", "start", "extend"):
+        life = apply_transition(life, values_for(action), T_ACT)
+    assert life["decided_level"] is None
+    assert apply_transition(life, deadline_escalation(), T_ACT)["level"] == "township"

@@ -13,7 +13,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -327,8 +326,6 @@ def _decided_only() -> LateWork:
     return LateWork(b, ms("2026-03-02T10:00:00+08:00") + 1, VILLAGE_DUE + 72 * HOUR_MS, VILLAGE_DUE + 4 * DAY_MS)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: in-time village work that leaves the case open at the village (decided, "
-                                       "in review, reopened) does not stop a late-arriving escalation from taking effect")
 @example(_decided_only())
 @given(late_village_work())
 def test_any_in_time_village_work_undoes_a_late_escalation(w: LateWork) -> None:
