@@ -42,6 +42,7 @@ REFUSALS: dict[str, str] = {
     "transition.case_voided": N_("the case had been voided"),
     "transition.unknown_action": N_("this program does not know that step"),
     "transition.level_changed": N_("the case was no longer at the level the step was meant for"),
+    "transition.already_decided": N_("that level had already dealt with the case in time"),
     "transition.case_not_created": N_("the case did not exist yet"),
 }
 
