@@ -12,9 +12,9 @@ Rules beyond the table:
   * ``escalate`` (上报) raises the level by one and needs ``to_node``; not beyond county;
     with ``from_level`` (the server's deadline escalations carry it) it applies only while
     the case is still at that level (``transition.level_changed``) and that level has not
-    dealt with it (``transition.already_decided``: the case is decided, or the level has
-    ever decided, closed or rejected it, ``decided_level``, even if a review request or a
-    reopen has left it open there since), so an escalation decided on old information never
+    dealt with it (``transition.already_decided``: the level has ever decided, closed or
+    rejected it, ``decided_level``, even if a review request or a reopen has left it open
+    there since; a case decided below and then reported up is not decided at its new level), so an escalation decided on old information never
     lifts a case twice, nor one the level had already dealt with;
   * ``extend`` (延期) is allowed once, at most 30 days (信访工作条例 Art. 34);
   * ``decide`` / ``decide_review`` / ``decide_rereview`` carry a ``decision``;
@@ -151,7 +151,7 @@ def apply_transition(
         if expected is not None and expected != level:
             raise refuse("level_changed", f"the case is no longer at {expected} level (now {level})",
                          from_level=expected, case_level=level)
-        if expected is not None and (state == S.DECIDED or lifecycle.get("decided_level") == level):
+        if expected is not None and lifecycle.get("decided_level") == level:
             raise refuse("already_decided", f"the {level} level has already issued its decision",
                          from_level=expected, state=state)
         new["level"] = NEXT_LEVEL[level]

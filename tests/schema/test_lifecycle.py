@@ -251,3 +251,17 @@ def test_a_deadline_escalation_applies_while_the_level_has_not_dealt_with_the_ca
         life = apply_transition(life, values_for(action), T_ACT)
     assert life["decided_level"] is None
     assert apply_transition(life, deadline_escalation(), T_ACT)["level"] == "township"
+
+
+def test_a_decided_case_reported_up_can_still_be_escalated_for_the_level_above() -> None:
+    """The village decides, then reports the case up itself: the township has not dealt with
+    it, so the sweep's escalation for a missed township limit applies (the state alone,
+    still ``decided``, does not say which level decided)."""
+    life = initial_lifecycle("village", "330102001", T_CREATE)
+    for action in ("accept", "decide"):
+        life = apply_transition(life, values_for(action), T_ACT)
+    assert refusal_code(life, deadline_escalation()) == "transition.already_decided"
+    up = apply_transition(life, values_for("escalate"), T_ACT)
+    assert (up["state"], up["level"], up["decided_level"]) == ("decided", "township", "village")
+    county = apply_transition(up, deadline_escalation("township"), T_ACT)
+    assert county["level"] == "county"
