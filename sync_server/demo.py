@@ -500,6 +500,37 @@ def banner(root: Path, args: argparse.Namespace, marker: dict[str, Any], out: An
     print("\n".join(lines), file=out, flush=True)
 
 
+def point_laptops_at(root: Path, url: str) -> int:
+    """Point every demo laptop's pinned server address at ``url``; how many changed.
+
+    A laptop keeps the address it enrolled with. A demo built for one ``--port`` and served
+    on another would otherwise send the guide's ``field-client … sync`` to a port nobody
+    listens on (连不上服务器). Only that address changes, not the pinned keys; no
+    passphrase is needed (``client_meta`` is not encrypted).
+    """
+    from conflict.replica import Replica
+    from field_client.store import REPLICA_FILE
+
+    changed = 0
+    for folder in sorted(root.glob("laptop*")):
+        if not (folder / REPLICA_FILE).exists():
+            continue
+        replica = Replica(folder / REPLICA_FILE, create=False)
+        try:
+            row = replica.conn.execute("SELECT value FROM client_meta WHERE key='server'").fetchone()
+            info = json.loads(row[0]) if row else None
+            if not info or info.get("url") == url:
+                continue
+            info["url"] = url
+            with replica.transaction():
+                replica.conn.execute("UPDATE client_meta SET value=? WHERE key='server'",
+                                     (json.dumps(info, ensure_ascii=False),))
+            changed += 1
+        finally:
+            replica.close()
+    return changed
+
+
 def serve(root: Path, args: argparse.Namespace, marker: dict[str, Any], out: Any = sys.stdout,
           ready: Callable[[], None] | None = None, stop: threading.Event | None = None) -> int:
     """Serve the county server and one laptop's UI on 127.0.0.1 until Ctrl-C (or ``stop``)."""
@@ -519,6 +550,7 @@ def serve(root: Path, args: argparse.Namespace, marker: dict[str, Any], out: Any
         with store.transaction():
             store.set_meta("public_url", f"http://127.0.0.1:{args.port}")
         store.close()
+        point_laptops_at(root, f"http://127.0.0.1:{args.port}")
         api_app = create_app(server_dir)
         ui_app = create_ui(root / f"laptop{args.laptop}")
         try:

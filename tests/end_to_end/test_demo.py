@@ -7,7 +7,8 @@
   mediations, notices, escalations by the sweep, overdue cases, open conflicts, a
   reporter hidden from a coordinator without the permission, every laptop equal to the
   server within its scope; a second run reuses the folder; served for real on
-  127.0.0.1 and stopped by Ctrl-C (SIGINT).
+  127.0.0.1 and stopped by Ctrl-C (SIGINT); served on another port than it was built for,
+  its laptops still sync (step 8 of docs/first-hour-mediator.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -213,3 +215,29 @@ def test_make_run_serves_both_on_127_0_0_1_prints_the_logins_and_stops_on_ctrl_c
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_a_demo_served_on_another_port_than_it_was_built_for_still_syncs(county: tuple[Path, str]) -> None:
+    """The laptops pin the server's address at enrollment; serving moves it to ``--port``."""
+    from sync_server.cli import build_parser
+
+    root, _ = county
+    port, ui_port = _free_port(), _free_port()
+    args = build_parser().parse_args(["demo", "--data", str(root), *SMALL, "--port", str(port),
+                                      "--ui-port", str(ui_port)])
+    marker = json.loads((root / "demo.json").read_text(encoding="utf-8"))
+    ready, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(target=demo.serve, args=(root, args, marker, io.StringIO()),
+                              kwargs={"ready": ready.set, "stop": stop}, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30)
+        done = subprocess.run([sys.executable, "-m", "field_client.cli", "--data", str(root / "laptop1"), "sync"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "MINQING_PASSPHRASE": demo.PASSPHRASE})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "✔ 同步完成" in done.stdout
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert demo.point_laptops_at(root, f"http://127.0.0.1:{port}") == 0  # every laptop already points there
