@@ -481,7 +481,8 @@ class SyncService:
         limit = min(limit, MAX_PULL_LIMIT)
         with self.store.transaction():
             after = backup.effective_after(self.store.conn, after, req.get("epoch"))  # across a restore
-            payload = self._collect(dev, after, limit, record=self.presented_after(dev["device_id"], after))
+            moved = self.presented_after(dev["device_id"], after)
+            payload = self._collect(dev, after, limit, record=moved)
             if self.rules is not None and self.rules.text:
                 # the county's rules travel to a laptop whose copy differs (docs/deadlines.md)
                 digest = hashlib.sha256(self.rules.text.encode()).hexdigest()
@@ -490,9 +491,24 @@ class SyncService:
                     payload["rules_sha256"] = digest
             sent = req.get("sent_ms")
             # a clock reading, not any integer: an SQLite INTEGER holds the offset
-            offset = self.store.now_ms() - sent if isinstance(sent, int) and 0 <= sent <= env.MAX_SEQ else None
-            self._touch(dev["device_id"], offset_ms=offset)
+            sent = sent if isinstance(sent, int) and not isinstance(sent, bool) and 0 <= sent <= env.MAX_SEQ else None
+            if self._fresh_request(dev["device_id"], moved, sent):
+                offset = self.store.now_ms() - sent if sent is not None else None
+                self._touch(dev["device_id"], offset_ms=offset)
         return self._answer(dev, payload)
+
+    def _fresh_request(self, device_id: str, moved: bool, sent: int | None) -> bool:
+        """Whether a pull request is news of the device: its cursor is past every one it named
+        before, or its clock reading is later than any before. A replayed or late copy of an
+        old request is neither: it still gets its answer, but it neither counts as contact
+        (which would end "awaiting sync" for a laptop that has not synced) nor sets the
+        device's clock offset from an old reading."""
+        key = f"pull_sent:{device_id}"
+        high = int(self.store.meta(key, "-1") or -1)
+        if sent is not None and sent > high:
+            self.store.set_meta(key, str(sent))
+            return True
+        return moved
 
     def scope_cases(self, node: str) -> set[str]:
         sub = sorted(self.store.subtree(node))
