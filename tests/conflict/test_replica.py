@@ -380,3 +380,40 @@ def test_a_rejected_batch_leaves_no_transaction_open(replica: Replica) -> None:
     replica.apply(ops[2:])
     assert replica.op_count() == len(ops)
     assert os.path.exists(replica.path + "-wal")
+
+
+def test_a_replica_from_before_decided_level_folds_its_cases_again_once_when_opened(tmp_path: Path) -> None:
+    """An upgraded replica whose stored case states lack ``decided_level`` would differ from a
+    rebuild (``audit verify`` would call it tampered) until each case's next op; opening it
+    folds those cases again, once."""
+    import json
+
+    from conflict.replica import CASE_FOLDS
+    from tests.casebuild import CaseBuilder
+
+    b = CaseBuilder(level="village")
+    b.create("2026-03-02T10:00:00+08:00")
+    b.transition("accept", "2026-03-03T10:00:00+08:00")
+    b.transition("decide", "2026-03-04T10:00:00+08:00")
+    path = tmp_path / "old.db"
+    r = Replica(path)
+    r.apply(b.ops)
+    r.conn.execute("BEGIN")
+    fold_text = r.conn.execute("SELECT fold FROM cases WHERE id=?", (b.case_id,)).fetchone()[0]
+    state = json.loads(fold_text)
+    assert state["life"]["decided_level"] == "village"
+    del state["life"]["decided_level"]  # as the older program stored it
+    r.conn.execute("UPDATE cases SET fold=? WHERE id=?", (json.dumps(state), b.case_id))
+    r.conn.execute("DELETE FROM meta WHERE key='case_folds'")
+    r.conn.execute("COMMIT")
+    assert r.verify_rebuild()  # the stored row is not what folding its ops gives
+    r.close()
+
+    r = Replica(path)
+    try:
+        assert r.verify_rebuild() == []
+        again = json.loads(r.conn.execute("SELECT fold FROM cases WHERE id=?", (b.case_id,)).fetchone()[0])
+        assert again["life"]["decided_level"] == "village"
+        assert r.conn.execute("SELECT value FROM meta WHERE key='case_folds'").fetchone()[0] == CASE_FOLDS
+    finally:
+        r.close()
