@@ -125,6 +125,9 @@ class ApplyResult:
     cases: set[str] = field(default_factory=set)
     refolded: int = 0  # entities folded again from their whole log
     conflicts_opened: list[str] = field(default_factory=list)
+    # with ``set_aside_reused``: ops whose id is already stored (or used earlier in the
+    # batch) with other content, left out instead of refusing the batch (``op.id_reused``)
+    reused: list[Op] = field(default_factory=list)
 
 
 class Replica:
@@ -284,16 +287,24 @@ class Replica:
         except sqlite3.Error as exc:
             raise translate_sqlite(exc, self.path) from exc
 
-    def apply_in_transaction(self, parsed: Sequence[Op]) -> ApplyResult:
-        """Apply already validated ops inside a transaction the caller holds."""
+    def apply_in_transaction(self, parsed: Sequence[Op], *, set_aside_reused: bool = False) -> ApplyResult:
+        """Apply already validated ops inside a transaction the caller holds.
+
+        An op id already stored, or used earlier in ``parsed``, with other content refuses
+        the batch (``OpIdReused``); with ``set_aside_reused`` that op alone is left out and
+        listed in ``result.reused`` (the server holds it, so it blocks nothing behind it).
+        """
         result = ApplyResult()
         batch: dict[str, Op] = {}
         for op in parsed:
             prev = batch.get(op.op_id)
             if prev is not None:
-                if prev.content_key() != op.content_key():
+                if prev.content_key() == op.content_key():
+                    result.duplicates += 1
+                elif set_aside_reused:
+                    result.reused.append(op)
+                else:
                     raise OpIdReused(f"op id {op.op_id} used twice with different content")
-                result.duplicates += 1
             else:
                 batch[op.op_id] = op
         stored = self._stored_ops(list(batch))
@@ -303,6 +314,9 @@ class Replica:
             if old is None:
                 new.append(op)
             elif old.content_key() != op.content_key():
+                if set_aside_reused:
+                    result.reused.append(op)
+                    continue
                 raise OpIdReused(
                     f"op id {op.op_id} is already stored with different content",
                     details={"op_id": op.op_id},
@@ -349,10 +363,6 @@ class Replica:
                 c["id"] for c in f.conflicts if c["status"] == "open" and c["id"] not in before
             )
         return result
-
-    def stored_ops(self, op_ids: Iterable[str]) -> dict[str, Op]:
-        """The stored ops among ``op_ids``, by id (what a merge compares a repeated id with)."""
-        return self._stored_ops(list(op_ids))
 
     def _stored_ops(self, op_ids: list[str]) -> dict[str, Op]:
         found: dict[str, Op] = {}

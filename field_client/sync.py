@@ -548,23 +548,18 @@ class SyncAgent:
         }
 
 
-def _is_count(v: Any) -> bool:
-    """A cursor or sequence number: an integer an SQLite column holds."""
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= env.MAX_SEQ
-
-
 def _check_answer(answer: dict[str, Any]) -> None:
     """An answer whose parts the laptop uses have the shapes docs/sync.md gives them, or
     ``sync.bad_answer``: a malformed answer is refused, whoever signed it, never half taken."""
     status = answer.get("seq_status")
     ok = (isinstance(answer.get("ops", []), list)
-          and _is_count(answer.get("cursor", 0))
-          and isinstance(answer.get("acks", []), list) and all(_is_count(a) for a in answer.get("acks", []))
+          and env.is_seq(answer.get("cursor", 0))
+          and isinstance(answer.get("acks", []), list) and all(env.is_seq(a) for a in answer.get("acks", []))
           and isinstance(answer.get("quarantined", []), list)
-          and (status is None or (isinstance(status, dict) and _is_count(status.get("through", 0))
-                                  and _is_count(status.get("max", 0))
+          and (status is None or (isinstance(status, dict) and env.is_seq(status.get("through", 0))
+                                  and env.is_seq(status.get("max", 0))
                                   and isinstance(status.get("missing") or [], list)
-                                  and all(_is_count(m) for m in status.get("missing") or []))))
+                                  and all(env.is_seq(m) for m in status.get("missing") or []))))
     if not ok:
         raise SyncError("服务器回复格式不对 (the answer is malformed)", code="sync.bad_answer")
 

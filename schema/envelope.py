@@ -44,6 +44,13 @@ MAX_HEADER = 4096
 MAX_ENVELOPE = 16 * 1024 * 1024  # 16 MiB sealed; chunks are far smaller
 MAX_PAYLOAD = 64 * 1024 * 1024  # after decompression
 MAX_SEQ = 2**63 - 1  # a sequence number is stored as an SQLite INTEGER (signed 64-bit)
+
+
+def is_seq(v: Any) -> bool:
+    """A sequence number, cursor or clock reading: an integer (not a bool) from 0 to
+    ``MAX_SEQ``, which an SQLite INTEGER column holds."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEQ
+
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 SUITE_NAME = "X25519-HKDF_SHA256-AES_128_GCM"
 HEADER_KEYS = ("v", "type", "sender", "recipient", "seq", "schema_version", "suite", "compression", "size")
@@ -141,8 +148,7 @@ def read_header(data: bytes) -> tuple[dict[str, Any], int]:
         raise _fail("bad_header", "header holds a string that is not Unicode text (a lone surrogate)")
     if header["v"] != 1 or header["type"] not in TYPES or header["suite"] != SUITE_NAME:
         raise _fail("bad_header", "unsupported envelope version, type or suite")
-    seq = header["seq"]
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ or not isinstance(header["sender"], str):
+    if not is_seq(header["seq"]) or not isinstance(header["sender"], str):
         raise _fail("bad_header", "sender or seq malformed")
     (c,) = struct.unpack(">I", data[8 + h : 12 + h])
     end = 12 + h + c

@@ -74,7 +74,7 @@ def _take_request(svc: SyncService, data: bytes) -> None:
     after = payload.get("after")
     if payload.get("device") != dev["device_id"]:
         raise env.EnvelopeError("the request names another device than its signer", code="envelope.bad_payload")
-    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= env.MAX_SEQ:
+    if not env.is_seq(after):
         raise env.EnvelopeError("a request needs a non-negative 'after'", code="envelope.bad_payload")
     from sync_server.backup import effective_after
 

@@ -355,7 +355,7 @@ def rotate(svc: Any, data: bytes, *, carrier: str | None = None) -> bytes:
             raise BadRequest("a rotation request names its signer and carries 'rotate'")
         x_hex, ed_hex, proof, first_seq = rot.get("x25519"), rot.get("ed25519"), rot.get("proof"), rot.get("first_seq")
         if not (isinstance(x_hex, str) and isinstance(ed_hex, str) and isinstance(proof, str)
-                and isinstance(first_seq, int) and not isinstance(first_seq, bool) and 1 <= first_seq <= env.MAX_SEQ):
+                and env.is_seq(first_seq) and first_seq >= 1):
             raise BadRequest("rotate needs x25519, ed25519, proof (hex) and first_seq (1 to 2^63-1)")
         try:
             new_x = X25519PublicKey.from_public_bytes(bytes.fromhex(x_hex))

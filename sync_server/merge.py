@@ -52,13 +52,11 @@ def plan_changeset(
     device: Mapping[str, Any],
     subtree: set[str],
     case_lookup: Callable[[Iterable[str]], dict[str, CaseInfo]],
-    stored_lookup: Callable[[Iterable[str]], dict[str, Op]] | None = None,
 ) -> Plan:
     """Decide, op by op, what merges and what is held (one bad op never blocks the rest).
 
-    ``stored_lookup`` (the replica's ``stored_ops``) finds op ids already stored: one whose
-    content differs (``op.id_reused``, as does a second, different use of one id inside the
-    change set) is held, so it cannot refuse the whole change set it came in.
+    An op whose id is already stored with other content is found by the apply itself
+    (``Replica.apply_in_transaction(set_aside_reused=True)``) and held by ``hold_reused``.
     """
     plan = Plan()
     for index, err in bad:
@@ -92,21 +90,14 @@ def plan_changeset(
                               f"case {op.case_id} lies outside {device['node']}'s jurisdiction"))
             continue
         plan.apply.append(op)
-    if stored_lookup is not None and plan.apply:
-        _hold_reused(plan, stored_lookup)
     return plan
 
 
-def _hold_reused(plan: Plan, stored_lookup: Callable[[Iterable[str]], dict[str, Op]]) -> None:
-    stored = stored_lookup({op.op_id for op in plan.apply})
-    first: dict[str, Op] = {}
-    keep: list[Op] = []
-    for op in plan.apply:
-        prior = stored.get(op.op_id) or first.get(op.op_id)
-        if prior is not None and prior.content_key() != op.content_key():
-            plan.hold.append((op.to_dict(), "op.id_reused",
-                              f"op id {op.op_id} is already used with different content"))
-            continue
-        first.setdefault(op.op_id, op)
-        keep.append(op)
-    plan.apply = keep
+def hold_reused(plan: Plan, reused: list[Op]) -> None:
+    """Move the ops the apply set aside (id already used with other content) to the held."""
+    if not reused:
+        return
+    out = {id(op) for op in reused}
+    plan.apply = [op for op in plan.apply if id(op) not in out]
+    plan.hold.extend((op.to_dict(), "op.id_reused", f"op id {op.op_id} is already used with different content")
+                     for op in reused)

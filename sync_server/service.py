@@ -39,7 +39,7 @@ from sync_server.errors import (
     UnknownDevice,
 )
 from sync_server.keys import pub_hex
-from sync_server.merge import CaseInfo, Plan, in_scope, plan_changeset
+from sync_server.merge import CaseInfo, Plan, hold_reused, in_scope, plan_changeset
 from sync_server.store import ServerStore
 
 ENROLL_PREFIX = "MQ1."
@@ -264,9 +264,10 @@ class SyncService:
                 seq = ledger.append(self.store.conn, kind="device", device=dev["device_id"], device_seq=cs.seq,
                                     envelope=bytes(data), received_ms=self.store.now_ms())
                 plan = self._plan(cs, bad, raw_ops, dev)
-                self.store.hold(plan.hold, seq, dev["device_id"])
                 before = self.store.max_op_seq()
-                result = self.store.replica.apply_in_transaction(plan.apply)
+                result = self.store.replica.apply_in_transaction(plan.apply, set_aside_reused=True)
+                hold_reused(plan, result.reused)
+                self.store.hold(plan.hold, seq, dev["device_id"])
                 self.store.note_merged(seq, before)
                 self._observe(plan.apply)
                 released = self._release_waiting(result.cases)
@@ -286,8 +287,7 @@ class SyncService:
 
     def _plan(self, cs: ChangeSet, bad: list[tuple[int, OpInvalid]], raw_ops: list[Any], dev: Mapping[str, Any]) -> Plan:
         dev = lifecycle.with_authors(self.store.conn, dev)  # a re-enrolled laptop resends its old id's ops
-        return plan_changeset(cs, bad, raw_ops, dev, self.store.subtree(dev["node"]), self._case_lookup(self.store.conn),
-                              self.store.replica.stored_ops)
+        return plan_changeset(cs, bad, raw_ops, dev, self.store.subtree(dev["node"]), self._case_lookup(self.store.conn))
 
     @staticmethod
     def _case_lookup(conn: Any):  # type: ignore[no-untyped-def]
@@ -471,8 +471,7 @@ class SyncService:
         try:
             after = req.get("after", 0)
             limit = req.get("limit", DEFAULT_PULL_LIMIT)
-            if (not isinstance(after, int) or not isinstance(limit, int) or isinstance(after, bool)
-                    or isinstance(limit, bool) or not 0 <= after <= env.MAX_SEQ or limit < 1):
+            if not env.is_seq(after) or not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
                 raise BadRequest("after and limit must be non-negative integers (after at most 2^63-1)")
             if req.get("device") != dev["device_id"]:
                 raise BadRequest("the request names another device than its signer")
@@ -491,7 +490,7 @@ class SyncService:
                     payload["rules_sha256"] = digest
             sent = req.get("sent_ms")
             # a clock reading, not any integer: an SQLite INTEGER holds the offset
-            sent = sent if isinstance(sent, int) and not isinstance(sent, bool) and 0 <= sent <= env.MAX_SEQ else None
+            sent = sent if env.is_seq(sent) else None
             if self._fresh_request(dev["device_id"], moved, sent):
                 offset = self.store.now_ms() - sent if sent is not None else None
                 self._touch(dev["device_id"], offset_ms=offset)
@@ -503,12 +502,14 @@ class SyncService:
         old request is neither: it still gets its answer, but it neither counts as contact
         (which would end "awaiting sync" for a laptop that has not synced) nor sets the
         device's clock offset from an old reading."""
-        key = f"pull_sent:{device_id}"
-        high = int(self.store.meta(key, "-1") or -1)
-        if sent is not None and sent > high:
-            self.store.set_meta(key, str(sent))
-            return True
-        return moved
+        return (sent is not None and self._raise_mark(f"pull_sent:{device_id}", sent)) or moved
+
+    def _raise_mark(self, key: str, value: int) -> bool:
+        """Raise the high-water mark ``key`` in ``server_meta`` to ``value``; True when it rose."""
+        if value <= int(self.store.meta(key, "-1") or -1):
+            return False
+        self.store.set_meta(key, str(value))
+        return True
 
     def scope_cases(self, node: str) -> set[str]:
         sub = sorted(self.store.subtree(node))
@@ -527,12 +528,7 @@ class SyncService:
         one seen before may be stale (a replay, a copy arriving late, an old bundle's request
         file): the device may have moved past its answer's cursor since, without the history
         of a case that entered its scope meanwhile, so its answer must not count as sent."""
-        key = f"pull_after:{device_id}"
-        high = int(self.store.meta(key, "-1") or -1)
-        if after <= high:
-            return False
-        self.store.set_meta(key, str(after))
-        return True
+        return self._raise_mark(f"pull_after:{device_id}", after)
 
     def _collect(self, dev: Mapping[str, Any], after: int, limit: int, *, record: bool = True) -> dict[str, Any]:
         from conflict.replica import OP_COLUMNS, row_to_op
@@ -637,11 +633,10 @@ class SyncService:
                 cs, bad = env.changeset_from(sealed)
             except MinqingError as exc:
                 return {"ledger_seq": e.ledger_seq, "code": exc.code, "message": exc.message}
-            ops = plan_changeset(cs, bad, sealed.payload.get("ops", []), known[0], known[1], lookup,
-                                 fresh.stored_ops).apply
+            ops = plan_changeset(cs, bad, sealed.payload.get("ops", []), known[0], known[1], lookup).apply
         else:
             ops, _ = partition_ops(sealed.payload.get("ops", []))
-        fresh.apply_in_transaction(ops)
+        fresh.apply_in_transaction(ops, set_aside_reused=e.kind == "device")  # held live, so left out here too
         return None
 
     def rebuild_report(self, *, progress: Progress | None = None) -> dict[str, Any]:
