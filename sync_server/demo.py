@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 from field_client.store import FieldClient, now_iso
 from field_client.sync import SyncAgent, WsgiTransport
 from sync_server.app import create_app
+from sync_server.demo_county import COUNTY_LAPTOPS, Clock, build_county
 from sync_server.jurisdiction import import_nodes
 from sync_server.service import SyncService
 from sync_server.store import ServerStore
@@ -84,19 +84,6 @@ def jurisdiction_rows() -> list[dict[str, str]]:
         for i, village in enumerate(VILLAGE_NAMES, 1):
             rows.append({"code": f"{code[:-1]}{i}", "name": f"{name}{village}", "level": "village", "parent": code})
     return rows
-
-
-@dataclass
-class Clock:
-    """A demo clock that the script advances, so the history spans days."""
-
-    t: float = field(default_factory=lambda: time.time() - T0_DAYS_AGO * 86400)
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def _id_number(rnd: random.Random) -> str:
@@ -166,7 +153,7 @@ def _parent(client: FieldClient) -> str:
 def build(root: Path, *, cases: int = 12, seed: int = 2026, out: Any = sys.stdout) -> tuple[ServerStore, list[FieldClient]]:
     """The county server and its laptops, their offline work, then sync through the server."""
     rnd = random.Random(seed)
-    clock = Clock()
+    clock = Clock(time.time() - T0_DAYS_AGO * 86400)  # the script advances it, so the history spans days
     store = ServerStore.init(root / "server", clock=clock)
     store.set_meta("public_url", f"http://127.0.0.1:{SERVER_PORT}")
     import_nodes(store, jurisdiction_rows())
@@ -435,8 +422,6 @@ def _log_to(path: Path, *, quiet: bool = False, undo: Callable[[], None] | None 
 
 def build_demo(root: Path, args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any]:
     """Build the county into ``root`` (empty but for the lock); returns the marker written last."""
-    from sync_server.demo_county import build_county
-
     work = _scratch(root)
     if work != root:
         print(f"▶ 在内存中生成，完成后移到 {root} (building in memory, {work}, then moving it) …", file=out, flush=True)
@@ -473,8 +458,6 @@ def build_demo(root: Path, args: argparse.Namespace, out: Any = sys.stdout) -> d
 
 def banner(root: Path, args: argparse.Namespace, marker: dict[str, Any], out: Any = sys.stdout) -> None:
     """The addresses and every demo login."""
-    from sync_server.demo_county import COUNTY_LAPTOPS
-
     node, unit, user, display, _ = COUNTY_LAPTOPS[args.laptop - 1]
     web = f"http://127.0.0.1:{args.port}"
     rule = "═" * 78

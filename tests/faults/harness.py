@@ -46,7 +46,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -59,20 +58,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.end_to_end.conftest import (  # the same county and server process helpers as the end-to-end tests
+    COUNTY,
+    JURISDICTION_CSV,
+    TOWN_E,
+    VILLAGE_1,
+    VILLAGE_2,
+    VILLAGE_3,
+    free_port,
+    sync_server_cmd,
+)
 from tests.faults.proxy import FaultProxy, Request
 
 PASSPHRASE = "faults-password-1"
 DAY_MS = 86_400_000
-COUNTY, TOWN_E, TOWN_W = "330102", "330102100", "330102200"
-VILLAGE_1, VILLAGE_2, VILLAGE_3 = "330102101", "330102102", "330102201"
-JURISDICTION_CSV = f"""code,name,level,parent
-{COUNTY},上城区,county,
-{TOWN_E},东乡,township,{COUNTY}
-{TOWN_W},西乡,township,{COUNTY}
-{VILLAGE_1},东村,village,{TOWN_E}
-{VILLAGE_2},西村,village,{TOWN_E}
-{VILLAGE_3},南村,village,{TOWN_W}
-"""
 # (name, node, level), in the order laptops are added: the first three share cases
 LAPTOPS = [
     ("a", VILLAGE_1, "village"), ("b", VILLAGE_1, "village"), ("t", TOWN_E, "township"),
@@ -106,17 +105,6 @@ class Config:
 # ---------------------------------------------------------------------------
 # The county server as a process
 # ---------------------------------------------------------------------------
-
-
-def sync_server_cmd() -> list[str]:
-    script = Path(sys.executable).parent / "sync-server"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sync_server.cli"]
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:

@@ -25,13 +25,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from schema import envelope as env
-from schema.errors import MinqingError
 from sync_server.envelope_limits import MAX_BODY
 from sync_server.lifecycle import rotate_message
 from tests.end_to_end.conftest import VILLAGE_1, sync_server_cmd
 from tests.fuzz import craft as c
 from tests.fuzz.lab import Lab
-from tests.fuzz.parsers import valid_answer
+from tests.fuzz.parsers import attempt, valid_answer
 from tests.fuzz.tally import Part
 
 OCTET = "application/octet-stream"
@@ -528,11 +527,4 @@ def _laptop_bundles(part: Part, lab: Lab, root: Path, n: int, rng: random.Random
 
 
 def _laptop_import(part: Part, dev: Any, folder: Path, what: str, *, must_refuse: bool) -> None:
-    try:
-        dev.agent.import_bundle(folder)
-    except MinqingError as exc:
-        part.refused(exc.code, what)
-    except Exception as exc:  # noqa: BLE001 - that is the finding
-        part.crash(exc, what)
-    else:
-        part.took(must_refuse=must_refuse, what=what)
+    attempt(part, what, lambda: dev.agent.import_bundle(folder), must_refuse=must_refuse)

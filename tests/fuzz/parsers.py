@@ -78,7 +78,7 @@ def framed() -> st.SearchStrategy[bytes]:
                      header | deep, st.binary(max_size=200), st.none() | st.integers(0, 2**32 - 1))
 
 
-def _attempt(part: Part, what: str, fn: Callable[[], Any], *, must_refuse: bool = False) -> None:
+def attempt(part: Part, what: str, fn: Callable[[], Any], *, must_refuse: bool = False) -> None:
     try:
         fn()
     except MinqingError as exc:
@@ -101,14 +101,14 @@ def envelope_parser(part: Part, lab: Lab, *, examples: int, seed: int | None) ->
         if sealed.header["type"] == "changeset":
             env.changeset_from(sealed)
 
-    drive(st.binary(max_size=400), lambda d: _attempt(part, f"bytes {d[:60]!r}", lambda: open_all(d)),
+    drive(st.binary(max_size=400), lambda d: attempt(part, f"bytes {d[:60]!r}", lambda: open_all(d)),
           examples=examples, seed=seed)
-    drive(framed(), lambda d: _attempt(part, f"framed {d[:80]!r}", lambda: open_all(d)),
+    drive(framed(), lambda d: attempt(part, f"framed {d[:80]!r}", lambda: open_all(d)),
           examples=examples, seed=seed)
 
     def altered(edits: list[tuple[Any, ...]]) -> None:
         data = edit(valid, edits)
-        _attempt(part, f"valid envelope edited {edits}", lambda: open_all(data), must_refuse=data != valid)
+        attempt(part, f"valid envelope edited {edits}", lambda: open_all(data), must_refuse=data != valid)
 
     drive(EDITS, altered, examples=examples, seed=seed)
 
@@ -124,12 +124,12 @@ def envelope_parser(part: Part, lab: Lab, *, examples: int, seed: int | None) ->
         payload, header, kind = x
         data = c.craft(payload, signing_key=lab.fuzzer.ed25519, recipient=lab.server_x, sender=dev, seq=1,
                        type=kind, header=header)
-        _attempt(part, f"signed {kind} header={header} payload={str(payload)[:160]}", lambda: open_all(data))
+        attempt(part, f"signed {kind} header={header} payload={str(payload)[:160]}", lambda: open_all(data))
 
     drive(st.tuples(payloads, c.header_overrides(), st.sampled_from(["changeset", "request", "answer"])), signed,
           examples=examples, seed=seed)
     drive(st.lists(c.JSON, max_size=4) | c.mutated_ops(lab.raw_ops),
-          lambda ops: _attempt(part, f"ops {str(ops)[:160]}", lambda: partition_ops(ops)), examples=examples, seed=seed)
+          lambda ops: attempt(part, f"ops {str(ops)[:160]}", lambda: partition_ops(ops)), examples=examples, seed=seed)
 
 
 # ---- the server's bundle import ----
@@ -264,7 +264,7 @@ def laptop_import(part: Part, lab: Lab, *, examples: int, seed: int | None) -> N
                 (folder / f"mq-answer-{dev.id}-{i + 1:06d}.mqe").write_bytes(data)
             what = f"{len(files)} answer file(s) {[f[:40] for f in files]}"
             altered = any(f != valid and not f.startswith(env.MAGIC + b"\x00") or f == b"" for f in files)
-            _attempt(part, what, lambda: dev.agent.import_bundle(folder), must_refuse=False and altered)
+            attempt(part, what, lambda: dev.agent.import_bundle(folder), must_refuse=False and altered)
             shutil.rmtree(folder, ignore_errors=True)
 
         drive(st.lists(contents, min_size=1, max_size=2), one, examples=examples, seed=seed)
