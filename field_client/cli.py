@@ -609,7 +609,8 @@ def _transition(ctx: Ctx, a: argparse.Namespace, action_text: str) -> int:
     extra: dict[str, Any] = {"reason": (a.reason or "").strip() or None}
     with ctx.client() as c:
         row = _case(ctx, c, a.ref)
-        allowed = lifecycle.allowed_actions(row["state"], row["level"], c.level)
+        allowed = lifecycle.allowed_actions(row["state"], row["level"], c.level,
+                                            extended=bool(row.get("extended_days")))
         if action not in allowed:
             details = {"action": action, "state": row["state"], "level": row["level"], "allowed": allowed}
             if not allowed and LEVEL_ORDER.get(row["level"], 0) > LEVEL_ORDER.get(c.level, 0):

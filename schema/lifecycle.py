@@ -89,8 +89,11 @@ def initial_lifecycle(level: str, node: str, occurred_at: str) -> dict[str, Any]
     }
 
 
-def allowed_actions(state: str, level: str, acting_level: str) -> list[str]:
-    """The actions the machine allows from ``state`` for someone at ``acting_level``."""
+def allowed_actions(state: str, level: str, acting_level: str, *, extended: bool = False) -> list[str]:
+    """The actions the machine allows from ``state`` for someone at ``acting_level``.
+
+    ``extended``: the case has used its one extension (延期), so ``extend`` is not offered.
+    """
     if LEVEL_ORDER.get(acting_level, -1) < LEVEL_ORDER.get(level, 99):
         return []
     out = []
@@ -98,6 +101,8 @@ def allowed_actions(state: str, level: str, acting_level: str) -> list[str]:
         if state not in sources:
             continue
         if action == A.ESCALATE and level not in NEXT_LEVEL:
+            continue
+        if action == A.EXTEND and extended:
             continue
         out.append(str(action))
     return out

@@ -186,12 +186,15 @@ def test_transition_extras_are_checked_before_anything_is_recorded(cli: Cli) -> 
     assert cli("case", "transition", no, "accept").code == 0
     r = cli("case", "transition", no, "extend", "--days", "45")
     assert r.code == 2 and "30" in r.err
+    assert cli("case", "transition", no, "extend", "--days", "10").code == 0
+    again = cli("--json", "case", "transition", no, "extend", "--days", "10")
+    assert again.code == 2 and "extend" not in again.json()["error"]["details"]["allowed"]
     assert cli("case", "transition", no, "decide").code == 2
     r = cli("--json", "case", "transition", no, "出具处理意见", "--decision", "支持")
     assert r.code == 0 and r.json()["state"] == "decided"
     detail = cli("case", "show", no, "--json").json()
     assert detail["case"]["decision"] == "support"
-    assert [op["values"]["action"] for op in detail["timeline"] if op["kind"] == "transition"] == ["accept", "decide"]
+    assert [op["values"]["action"] for op in detail["timeline"] if op["kind"] == "transition"] == ["accept", "extend", "decide"]
 
 
 def test_mediation_agreement_needs_its_form(cli: Cli) -> None:

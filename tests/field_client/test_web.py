@@ -533,7 +533,8 @@ def test_only_the_transitions_the_state_machine_allows_are_offered(
     for step in steps:
         fc.transition(cid, step)
     row = fc.replica.get("case", cid)
-    expected = lifecycle.allowed_actions(row["state"], row["level"], fc.level)
+    expected = lifecycle.allowed_actions(row["state"], row["level"], fc.level,
+                                         extended=bool(row.get("extended_days")))
     assert expected
     assert _offered(ui.get(f"/cases/{cid}")) == expected
 
@@ -588,6 +589,10 @@ def test_decide_asks_for_the_decision_and_extend_for_the_days(ui: UI, fc: FieldC
     assert bad_days.status == 422 and bad_days.error("days") and bad_days.value("days") == "45"
     assert ui.post(f"/cases/{cid}/transition/extend", {"days": "20"}).status == 302
     assert fc.replica.get("case", cid)["extended_days"] == 20
+    assert "extend" not in _offered(ui.get(f"/cases/{cid}")), "a case is extended once only"
+    again = ui.post(f"/cases/{cid}/transition/extend", {"days": "10"})
+    assert again.status == 302 and fc.replica.get("case", cid)["extended_days"] == 20
+    assert "不允许" in ui.get(f"/cases/{cid}").visible()
     assert ui.post(f"/cases/{cid}/transition/decide", {"decision": "support"}).status == 302
     assert fc.replica.get("case", cid)["decision"] == "support"
 

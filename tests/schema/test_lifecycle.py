@@ -195,13 +195,14 @@ def test_an_unknown_action_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "level", "acting"), list(itertools.product(STATES, LEVELS, LEVELS))
+    ("state", "level", "acting", "extended"), list(itertools.product(STATES, LEVELS, LEVELS, (False, True)))
 )
-def test_allowed_actions_agrees_with_apply_transition(state: str, level: str, acting: str) -> None:
-    offered = allowed_actions(state, level, acting)
+def test_allowed_actions_agrees_with_apply_transition(state: str, level: str, acting: str, extended: bool) -> None:
+    offered = allowed_actions(state, level, acting, extended=extended)
+    life = lifecycle_at(state, level, extended_days=30 if extended else 0)
     for action in TRANSITIONS:
         try:
-            apply_transition(lifecycle_at(state, level), values_for(action, acting), T_ACT)
+            apply_transition(life, values_for(action, acting), T_ACT)
             works = True
         except TransitionRefused:
             works = False

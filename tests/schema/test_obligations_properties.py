@@ -64,7 +64,8 @@ def histories(draw: st.DrawFn) -> History:
         t += draw(st.integers(1, 16 * 24)) * HOUR_MS + draw(st.integers(0, 59_999))
         what = draw(st.sampled_from(["transition"] * 5 + ["notice", "visit", "mediation", "leader"]))
         if what == "transition":
-            actions = sorted(allowed_actions(life["state"], life["level"], life["level"]))
+            actions = sorted(allowed_actions(life["state"], life["level"], life["level"],
+                                                     extended=bool(life["extended_days"])))
             if not actions:
                 continue
             action = draw(st.sampled_from(actions))
@@ -255,7 +256,8 @@ def late_village_work(draw: st.DrawFn) -> LateWork:
         t += draw(st.integers(1, 48)) * HOUR_MS
         if t >= VILLAGE_DUE or life["level"] != "village":
             break
-        actions = sorted(allowed_actions(life["state"], "village", "village"))
+        actions = sorted(allowed_actions(life["state"], "village", "village",
+                                                 extended=bool(life["extended_days"])))
         if not actions:
             break
         action = draw(st.sampled_from(actions))
