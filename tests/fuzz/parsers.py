@@ -250,21 +250,24 @@ def laptop_import(part: Part, lab: Lab, *, examples: int, seed: int | None) -> N
         return c.craft(payload, signing_key=lab.keys.ed25519, recipient=dev.client.keys.x25519.public_key(),
                        sender=lab.keys.node_id, seq=0, type="answer", header=header)
 
+    # each file with whether it must be refused: noise and edits of the valid answer must
+    # (no signature covers them); answers the server really signed may be taken
     contents = st.one_of(
-        st.binary(max_size=300), st.just(b""), EDITS.map(lambda e: edit(valid, e)),
-        st.builds(server_signed, answer_payloads(lab), c.header_overrides()),
+        st.tuples(st.binary(max_size=300) | st.just(b""), st.just(True)),
+        EDITS.map(lambda e: edit(valid, e)).map(lambda d: (d, d != valid)),
+        st.tuples(st.builds(server_signed, answer_payloads(lab), c.header_overrides()), st.just(False)),
     )
     with tempfile.TemporaryDirectory(prefix="minqing-fuzz-answers-") as tmp:
         n = iter(range(10**9))
 
-        def one(files: list[bytes]) -> None:
+        def one(files: list[tuple[bytes, bool]]) -> None:
             folder = Path(tmp) / f"back-{next(n)}"
             folder.mkdir()
-            for i, data in enumerate(files):
+            for i, (data, _) in enumerate(files):
                 (folder / f"mq-answer-{dev.id}-{i + 1:06d}.mqe").write_bytes(data)
-            what = f"{len(files)} answer file(s) {[f[:40] for f in files]}"
-            altered = any(f != valid and not f.startswith(env.MAGIC + b"\x00") or f == b"" for f in files)
-            attempt(part, what, lambda: dev.agent.import_bundle(folder), must_refuse=False and altered)
+            what = f"{len(files)} answer file(s) {[f[:40] for f, _ in files]}"
+            # files are taken in order and the first bad one stops the import
+            attempt(part, what, lambda: dev.agent.import_bundle(folder), must_refuse=any(bad for _, bad in files))
             shutil.rmtree(folder, ignore_errors=True)
 
         drive(st.lists(contents, min_size=1, max_size=2), one, examples=examples, seed=seed)
