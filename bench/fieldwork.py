@@ -280,8 +280,7 @@ class Mediator:
         row = self.c.replica.get("case", case.id)
         if row is None:
             return None
-        allowed = lifecycle.allowed_actions(row["state"], row["level"], self.c.level,
-                                            extended=bool(row.get("extended_days")))
+        allowed = lifecycle.actions_for(row, self.c.level)
         rng = self.rng
         order = ("accept", "start", "decide", "close", "close_by_agreement")
         choices = [a for a in order if a in allowed]

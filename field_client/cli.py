@@ -609,11 +609,12 @@ def _transition(ctx: Ctx, a: argparse.Namespace, action_text: str) -> int:
     extra: dict[str, Any] = {"reason": (a.reason or "").strip() or None}
     with ctx.client() as c:
         row = _case(ctx, c, a.ref)
-        allowed = lifecycle.allowed_actions(row["state"], row["level"], c.level,
-                                            extended=bool(row.get("extended_days")))
+        allowed = lifecycle.actions_for(row, c.level)
         if action not in allowed:
             details = {"action": action, "state": row["state"], "level": row["level"], "allowed": allowed}
-            if not allowed and LEVEL_ORDER.get(row["level"], 0) > LEVEL_ORDER.get(c.level, 0):
+            if row["voided"]:
+                message = ctx.say("case_is_void", no=row["case_no"], reason=row["void_reason"])
+            elif not allowed and LEVEL_ORDER.get(row["level"], 0) > LEVEL_ORDER.get(c.level, 0):
                 message = ctx.say("level_too_low", no=row["case_no"], level=enum_text(Level, row["level"], ctx.lang),
                                   mine=enum_text(Level, c.level, ctx.lang))
             else:

@@ -112,6 +112,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "unchanged": ("案件 {no} 没有改动：新值和现在的一样。", "Case {no} is unchanged: the new values equal the current ones."),
     "moved": ("案件 {no}：{action}。现在是“{state}”，{level}（{node}）。", "Case {no}: {action}. Now {state}, {level} level ({node})."),
     "voided": ("案件 {no} 已作废（记录仍然保留）。", "Case {no} is voided (its records are kept)."),
+    "case_is_void": ("案件 {no} 已作废（理由：{reason}），不能再流转。", "Case {no} is voided (reason: {reason}); it takes no further step."),
     "already_voided": ("案件 {no} 已经作废过了（理由：{reason}）。", "Case {no} is already voided (reason: {reason})."),
     "tagged": ("案件 {no} 的标记：{tags}。", "Tags of case {no}: {tags}."),
     "added": ("已为案件 {no} 添加{what}。", "Added a {what} to case {no}."),

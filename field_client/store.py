@@ -402,8 +402,7 @@ class FieldClient:
     def transition(self, case_id: str, action: str, **extra: Any) -> Op:
         """Move a case through the state machine (the fold decides if it holds)."""
         case = self._case_row(case_id)
-        allowed = lifecycle.allowed_actions(case["state"], case["level"], self.level,
-                                            extended=bool(case.get("extended_days")))
+        allowed = lifecycle.actions_for(case, self.level)
         if action not in allowed:
             raise InputInvalid(
                 f"当前状态不允许此操作 ({action} is not allowed from {case['state']} "
@@ -616,8 +615,7 @@ class FieldClient:
         detail["status"] = {"colour": st.colour, "overdue": st.overdue, "awaiting_sync": st.awaiting_sync,
                             "backlog": st.backlog, "flags": st.flags, "next_due": nd.due if nd else None,
                             "next_rule": nd.rule if nd else None, "rules_county": self.rules().county}
-        detail["allowed_actions"] = lifecycle.allowed_actions(case["state"], case["level"], self.level,
-                                            extended=bool(case.get("extended_days")))
+        detail["allowed_actions"] = lifecycle.actions_for(case, self.level)
         conflicts = self.replica.conflicts(case_id=case_id)
         for c in conflicts:
             c["values"] = self._conflict_values(c)

@@ -89,12 +89,16 @@ def initial_lifecycle(level: str, node: str, occurred_at: str) -> dict[str, Any]
     }
 
 
-def allowed_actions(state: str, level: str, acting_level: str, *, extended: bool = False) -> list[str]:
+def allowed_actions(
+    state: str, level: str, acting_level: str, *, extended: bool = False, voided: bool = False
+) -> list[str]:
     """The actions the machine allows from ``state`` for someone at ``acting_level``.
 
-    ``extended``: the case has used its one extension (延期), so ``extend`` is not offered.
+    ``extended``: the case has used its one extension (延期), so ``extend`` is not offered;
+    ``voided``: the case is void (作废) and takes no step. Callers holding a case row or a
+    lifecycle use ``actions_for``.
     """
-    if LEVEL_ORDER.get(acting_level, -1) < LEVEL_ORDER.get(level, 99):
+    if voided or LEVEL_ORDER.get(acting_level, -1) < LEVEL_ORDER.get(level, 99):
         return []
     out = []
     for action, (sources, _) in TRANSITIONS.items():
@@ -106,6 +110,13 @@ def allowed_actions(state: str, level: str, acting_level: str, *, extended: bool
             continue
         out.append(str(action))
     return out
+
+
+def actions_for(case: Mapping[str, Any], acting_level: str) -> list[str]:
+    """The actions offered on ``case``: a lifecycle or a ``cases`` row (state, level,
+    extended_days and, on a row, voided), exactly those ``apply_transition`` takes."""
+    return allowed_actions(case["state"], case["level"], acting_level,
+                           extended=bool(case.get("extended_days")), voided=bool(case.get("voided")))
 
 
 def refuse(code: str, message: str, **details: Any) -> TransitionRefused:

@@ -290,8 +290,7 @@ def record_work(lap: Laptop, rnd: random.Random, n_actions: int) -> Counter[str]
                 else:
                     case = rnd.choice(cases)
                     row = c.replica.get("case", case)
-                    allowed = [a for a in lifecycle.allowed_actions(row["state"], row["level"], c.level,
-                                                                     extended=bool(row.get("extended_days")))
+                    allowed = [a for a in lifecycle.actions_for(row, c.level)
                                if a in ("accept", "start")]
                     if not allowed:
                         kind = "note"

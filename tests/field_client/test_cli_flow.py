@@ -176,6 +176,9 @@ def test_a_voided_case_stays_but_leaves_the_default_list(cli: Cli) -> None:
     shown = cli("case", "show", case["case_no"])
     assert "已作废" in shown.out and "重复登记" in shown.out
     assert cli("case", "void", case["case_no"], "--reason", "再来一次").code == 2
+    step = cli("case", "transition", case["case_no"], "accept")
+    assert step.code == 2 and "已作废" in step.err and "重复登记" in step.err
+    assert cli("case", "show", case["case_no"], "--json").json()["case"]["state"] == "registered"
 
 
 def test_transition_extras_are_checked_before_anything_is_recorded(cli: Cli) -> None:

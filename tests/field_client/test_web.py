@@ -533,8 +533,7 @@ def test_only_the_transitions_the_state_machine_allows_are_offered(
     for step in steps:
         fc.transition(cid, step)
     row = fc.replica.get("case", cid)
-    expected = lifecycle.allowed_actions(row["state"], row["level"], fc.level,
-                                         extended=bool(row.get("extended_days")))
+    expected = lifecycle.actions_for(row, fc.level)
     assert expected
     assert _offered(ui.get(f"/cases/{cid}")) == expected
 
@@ -578,6 +577,14 @@ def test_report_up_needs_the_unit_then_hands_the_case_to_the_township(ui: UI, fc
     row = fc.replica.get("case", cid)
     assert row["level"] == "township" and row["node"] == "t01"
     assert "已完成：上报" in ui.get(f"/cases/{cid}").visible()
+
+
+def test_a_voided_case_offers_no_step(ui: UI, fc: FieldClient) -> None:
+    cid = new_case(fc)
+    fc.void("case", cid, "重复登记")
+    assert _offered(ui.get(f"/cases/{cid}")) == []
+    assert ui.post(f"/cases/{cid}/transition/accept", {}).status == 302
+    assert fc.replica.get("case", cid)["state"] == "registered"
 
 
 def test_decide_asks_for_the_decision_and_extend_for_the_days(ui: UI, fc: FieldClient) -> None:

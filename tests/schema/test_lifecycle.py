@@ -19,6 +19,7 @@ from schema.lifecycle import (
     NEXT_LEVEL,
     OPEN_STATES,
     TRANSITIONS,
+    actions_for,
     allowed_actions,
     apply_transition,
     initial_lifecycle,
@@ -208,6 +209,20 @@ def test_allowed_actions_agrees_with_apply_transition(state: str, level: str, ac
             works = False
         assert (action in offered) == works, (action, state, level, acting)
     assert len(offered) == len(set(offered))
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_a_voided_case_is_offered_nothing_and_takes_nothing(state: str) -> None:
+    row = {**lifecycle_at(state), "voided": 1}
+    assert actions_for(row, "county") == []
+    for action in TRANSITIONS:
+        with pytest.raises(TransitionRefused):
+            apply_transition(row, values_for(action, "county"), T_ACT, voided=True)
+
+
+def test_actions_for_reads_the_extension_from_the_case() -> None:
+    assert "extend" in actions_for(lifecycle_at("in_handling"), "village")
+    assert "extend" not in actions_for(lifecycle_at("in_handling", extended_days=12), "village")
 
 
 def test_no_state_is_a_dead_end_and_every_open_state_offers_escalation() -> None:

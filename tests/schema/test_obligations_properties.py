@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conflict.fold import fold
 from schema.errors import TransitionRefused
-from schema.lifecycle import OPEN_STATES, allowed_actions, apply_transition, initial_lifecycle
+from schema.lifecycle import OPEN_STATES, actions_for, apply_transition, initial_lifecycle
 from schema.obligations import (
     DAY_MS,
     HOUR_MS,
@@ -64,8 +64,7 @@ def histories(draw: st.DrawFn) -> History:
         t += draw(st.integers(1, 16 * 24)) * HOUR_MS + draw(st.integers(0, 59_999))
         what = draw(st.sampled_from(["transition"] * 5 + ["notice", "visit", "mediation", "leader"]))
         if what == "transition":
-            actions = sorted(allowed_actions(life["state"], life["level"], life["level"],
-                                                     extended=bool(life["extended_days"])))
+            actions = sorted(actions_for(life, life["level"]))
             if not actions:
                 continue
             action = draw(st.sampled_from(actions))
@@ -256,8 +255,7 @@ def late_village_work(draw: st.DrawFn) -> LateWork:
         t += draw(st.integers(1, 48)) * HOUR_MS
         if t >= VILLAGE_DUE or life["level"] != "village":
             break
-        actions = sorted(allowed_actions(life["state"], "village", "village",
-                                                 extended=bool(life["extended_days"])))
+        actions = sorted(actions_for(life, "village"))
         if not actions:
             break
         action = draw(st.sampled_from(actions))
